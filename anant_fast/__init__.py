@@ -1,0 +1,9 @@
+"""anant_fast: fast, exact geometric analytics of data.
+
+``from anant_fast import metrics`` for metric models and their geometry, ``from anant_fast import
+kernels`` for the array kernels. Ray (``anant-fast[ray]``) and CUDA (``anant-fast[cuda]``) are optional.
+"""
+from . import kernels, metrics
+
+__version__ = "0.1.0"
+__all__ = ["kernels", "metrics", "__version__"]

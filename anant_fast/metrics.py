@@ -1,0 +1,287 @@
+"""Metric models: a Riemannian metric on R^d (a chart), and its geometry as methods.
+
+Every model evaluates at query points ``Q (M, dim)``; one point ``(dim,)`` gives results without the
+leading axis. Index layout (DESIGN.md): ``g[m, i, j]``, ``dg[m, k, i, j] = ∂_k g_ij``,
+``d2g[m, k, l, i, j] = ∂_k ∂_l g_ij``, ``Γ[m, k, i, j] = Γ^k_ij``, ``R[m, a, b, c, e] = R^a_bce``.
+Sign convention: the round sphere of radius r has sectional curvature +1/r².
+
+A model object only carries parameters (a typed record); the compiled generic kernels of
+``anant_fast.kernels`` carry the algorithms and are specialised per model family.
+"""
+import numpy as np
+from numba.core import types
+from numba.core.dispatcher import Dispatcher
+
+from .kernels import config
+from .kernels import metric as km
+from .kernels.connection import christoffel_kernel
+from .kernels.covariance import mahalanobis_kernel, weighted_covariance
+from .kernels.curvature import ricci_kernel, riemann_kernel, scalar_kernel, sectional_kernel
+from .kernels.grid import build_grid, cutoff_radius
+from .kernels.validation import (as_batch, as_plane, as_points, as_real_array, check_dim,
+                                 check_finite, check_positive, check_spd)
+
+__all__ = ["MetricModel", "Euclidean", "Sphere", "Hyperbolic", "Covariance", "LocalDiagonal",
+           "LocalCovariance", "Custom"]
+
+
+class MetricModel:
+    """Base class: geometry of a metric model at query points. Subclasses set ``dim`` and ``_params``."""
+
+    dim: int
+    _params: tuple
+
+    def __repr__(self):
+        return f"{type(self).__name__}(dim={self.dim})"
+
+    # --- validation hooks ---
+    def _check_chart(self, Q):
+        """Raise a ValueError if a point of ``Q (M, dim)`` lies outside the model's chart."""
+
+    def _points(self, Q):
+        Q, single = as_points(Q, self.dim)
+        self._check_chart(Q)
+        return Q, single
+
+    def _run(self, kernel, Q, tail, *extra):
+        out = np.empty((len(Q),) + (self.dim,) * tail)
+        km.run(kernel, self._params, Q, *extra, config.block_count(len(Q)), out)
+        return out
+
+    def _field(self, kernel, Q, tail):
+        Q, single = self._points(Q)
+        out = self._run(kernel, Q, tail)
+        return out[0] if single else out
+
+    # --- metric ---
+    def derivatives(self, Q, order=2):
+        """``(g, dg, d2g)`` at ``Q``: ``(M, d, d)``, ``(M, d, d, d)``, ``(M, d, d, d, d)`` (to ``order``)."""
+        if order not in (0, 1, 2):
+            raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+        Q, single = self._points(Q)
+        M, n = Q.shape
+        out = [np.empty((M,) + (n,) * r) if r - 2 <= order else np.empty((0,) + (n,) * r)
+               for r in (2, 3, 4)]
+        km.run(km.metric_kernel, self._params, Q, order, config.block_count(M), *out)
+        out = out[:order + 1]
+        return tuple(a[0] for a in out) if single else tuple(out)
+
+    def metric(self, Q):
+        """Metric tensor ``g``: ``(M, d, d)``."""
+        return self.derivatives(Q, order=0)[0]
+
+    def condition_number(self, Q):
+        """Condition number ``λ_max / λ_min`` of ``g`` at each point: ``(M,)``."""
+        eig = np.linalg.eigvalsh(self.metric(Q))
+        return eig[..., -1] / eig[..., 0]
+
+    # --- connection and curvature (fused: model -> answer) ---
+    def christoffel(self, Q):
+        """Christoffel symbols ``Γ[m, k, i, j] = Γ^k_ij``: ``(M, d, d, d)``."""
+        return self._field(christoffel_kernel, Q, 3)
+
+    def riemann(self, Q):
+        """Riemann tensor ``R[m, a, b, c, e] = R^a_bce``: ``(M, d, d, d, d)``."""
+        return self._field(riemann_kernel, Q, 4)
+
+    def ricci(self, Q):
+        """Ricci tensor ``Ric[m, b, e] = R^a_bae``: ``(M, d, d)``."""
+        return self._field(ricci_kernel, Q, 2)
+
+    def scalar_curvature(self, Q):
+        """Scalar curvature ``g^{be} Ric_be``: ``(M,)``. Never forms the Riemann tensor."""
+        return self._field(scalar_kernel, Q, 0)
+
+    def sectional_curvature(self, Q, U, V):
+        """Sectional curvature of the planes spanned by ``U``, ``V`` (each ``(M, d)``): ``(M,)``."""
+        Q, single = self._points(Q)
+        U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
+        out = self._run(sectional_kernel, Q, 0, U, V)
+        return out[0] if single else out
+
+    def gaussian_curvature(self, Q):
+        """Gaussian curvature of a 2-dimensional model (half the scalar curvature): ``(M,)``."""
+        if self.dim != 2:
+            raise ValueError(f"gaussian_curvature needs a 2-dimensional model, this one has dim={self.dim}")
+        return 0.5 * self.scalar_curvature(Q)
+
+
+class Euclidean(MetricModel):
+    """Flat space: ``g = I``."""
+
+    def __init__(self, dim):
+        self.dim = check_dim(dim)
+        self._params = km.EuclideanParams(self.dim)
+
+
+class Sphere(MetricModel):
+    """Round sphere of ``radius`` in the stereographic chart: ``g = 4r⁴ / (r² + |x|²)² · I``.
+
+    Sectional curvature 1/r², Ricci (dim−1)/r² · g, scalar dim(dim−1)/r². The chart covers R^dim.
+    """
+
+    def __init__(self, dim, radius=1.0):
+        self.dim = check_dim(dim)
+        self.radius = check_positive(radius, "radius")
+        self._params = km.SphereParams(self.dim, self.radius)
+
+    def __repr__(self):
+        return f"Sphere(dim={self.dim}, radius={self.radius})"
+
+
+class Hyperbolic(MetricModel):
+    """Hyperbolic space of curvature −1.
+
+    ``model="halfspace"``: ``g = I / x_dim²`` on ``x_dim > 0`` (last coordinate);
+    ``model="ball"``: Poincaré ball, ``g = 4I / (1 − |x|²)²`` on ``|x| < 1``.
+    """
+
+    def __init__(self, dim, model="halfspace"):
+        self.dim = check_dim(dim)
+        if model not in ("halfspace", "ball"):
+            raise ValueError(f"model must be 'halfspace' or 'ball', got {model!r}")
+        self.model = model
+        self._params = (km.HalfSpaceParams if model == "halfspace" else km.BallParams)(self.dim)
+
+    def __repr__(self):
+        return f"Hyperbolic(dim={self.dim}, model={self.model!r})"
+
+    def _check_chart(self, Q):
+        if self.model == "halfspace":
+            bad = ~(Q[:, -1] > 0)
+            what = "the half-space model needs x[dim-1] > 0"
+        else:
+            bad = ~(np.einsum("mi,mi->m", Q, Q) < 1.0)
+            what = "the ball model needs |x| < 1"
+        if bad.any():
+            raise ValueError(f"Q point {int(np.argmax(bad))} lies outside the chart: {what}")
+
+
+def _as_data(X, name="X", min_points=1):
+    X = as_real_array(X, name)
+    if X.ndim != 2 or X.shape[0] < min_points or X.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, d) with N >= {min_points} and d >= 1, got {X.shape}")
+    check_finite(X, name)
+    return X
+
+
+class Covariance(MetricModel):
+    """The Mahalanobis metric of data: constant ``g = (C + eps·I)⁻¹`` with ``C`` the weighted covariance.
+
+    ``X (N, d)`` data, ``weights (N,)`` non-negative (default: all 1), ``C = Σ w (x − μ)(x − μ)ᵀ / Σ w``
+    (population normalisation). Attributes ``mean``, ``covariance``, ``G`` (the metric).
+    """
+
+    def __init__(self, X, weights=None, eps=1e-9):
+        X = _as_data(X)
+        self.dim = X.shape[1]
+        self.eps = check_positive(eps, "eps")
+        if weights is None:
+            w = np.empty(0)
+        else:
+            w = as_batch(weights, "weights", (), len(X))
+            if (w < 0).any() or not w.sum() > 0:
+                raise ValueError("weights must be non-negative with a positive sum")
+        self.mean, self.covariance = weighted_covariance(X, w)
+        A = self.covariance + self.eps * np.eye(self.dim)
+        self.G = np.linalg.inv(A)
+        self.G = 0.5 * (self.G + self.G.T)
+        self._upper = np.ascontiguousarray(np.linalg.cholesky(self.G).T)
+        self._X = X
+        self._params = km.ConstantParams(self.G)
+
+    def __repr__(self):
+        return f"Covariance(dim={self.dim}, n={len(self._X)})"
+
+    def mahalanobis(self, Y):
+        """Mahalanobis distances ``sqrt((y − μ)ᵀ G (y − μ))`` of ``Y (M, d)``: ``(M,)``. One fused pass."""
+        Y, single = as_points(Y, self.dim, "Y")
+        out = np.empty(len(Y))
+        mahalanobis_kernel(Y, self.mean, self._upper, config.block_count(len(Y)), out)
+        return out[0] if single else out
+
+    def outliers(self, Y=None, z=3.0):
+        """Indices of the rows of ``Y`` (default: the fitted data) whose Mahalanobis distance ``m`` has
+        ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``)."""
+        z = check_positive(z, "z")
+        m = self.mahalanobis(self._X if Y is None else Y)
+        std = m.std()
+        if std == 0:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(np.abs(m - m.mean()) > z * std)
+
+
+class _LocalModel(MetricModel):
+    """Shared construction of the kernel-weighted local metrics: data, width, grid of references."""
+
+    _record = None
+
+    def __init__(self, X, sigma, rho=1e-3, tol=1e-9):
+        X = _as_data(X)
+        self.dim = X.shape[1]
+        self.sigma = check_positive(sigma, "sigma")
+        self.rho = check_positive(rho, "rho")
+        self.tol = check_positive(tol, "tol")
+        if self.tol >= 1:
+            raise ValueError(f"tol must be < 1, got {tol!r}")
+        self.cutoff = cutoff_radius(self.sigma, self.dim, self.tol)
+        points, cell_start, axes, origin, inv_width, shape = build_grid(X, self.cutoff)
+        self.n_references = len(X)
+        self._params = self._record(points, cell_start, axes, origin, inv_width, shape,
+                                    self.cutoff, self.sigma, self.rho)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(dim={self.dim}, n={self.n_references}, sigma={self.sigma}, rho={self.rho})"
+
+
+class LocalDiagonal(_LocalModel):
+    """Locally adaptive diagonal metric (Arvanitidis, Hansen & Hauberg 2016).
+
+    ``g(x) = diag(Σ_n w_n(x)(X_n − x)² + ρ)⁻¹``, ``w_n(x) = exp(−|X_n − x|² / (2σ²))``. Only references
+    within ``cutoff`` (from ``sigma`` and the tolerance ``tol``) contribute; far from all data
+    ``g = I/ρ``. Derivatives are analytic.
+    """
+
+    _record = km.LocalDiagonalParams
+
+
+class LocalCovariance(_LocalModel):
+    """Local covariance metric ``g(x) = (C(x) + ρI)⁻¹``, ``C(x) = Σ w_n (X_n − x)(X_n − x)ᵀ / Σ w_n``.
+
+    Gaussian weights of width ``sigma`` as in ``LocalDiagonal``, neighbours within ``cutoff`` only;
+    far from all data (no reference within the cutoff) ``C = 0`` and ``g = I/ρ``.
+    """
+
+    _record = km.LocalCovarianceParams
+
+
+class Custom(MetricModel):
+    """A user's metric: ``g_fn(x, out)`` is a Numba ``@njit`` function writing ``g(x)`` into ``out (dim, dim)``.
+
+    Derivatives by 4th-order central differences of width ``step``. ``g_fn`` must return a symmetric
+    positive-definite matrix at every query point (checked at each call). Compiled once per process.
+    """
+
+    def __init__(self, g_fn, dim, step=1e-3):
+        self.dim = check_dim(dim)
+        self.step = check_positive(step, "step")
+        if not isinstance(g_fn, Dispatcher):
+            raise TypeError("g_fn must be a Numba @njit function g_fn(x, out), "
+                            f"got {type(g_fn).__name__}")
+        signature = (types.float64[::1], types.float64[:, ::1])
+        try:
+            g_fn.compile(signature)
+        except Exception as exc:
+            raise TypeError(f"g_fn does not compile as g_fn(x (dim,) float64, out (dim, dim) float64): "
+                            f"{exc}") from None
+        self.g_fn = g_fn
+        self._params = km.CustomParams(g_fn, self.dim, self.step)
+
+    def _check_chart(self, Q):
+        g = np.empty((len(Q), self.dim, self.dim))
+        empty = (np.empty((0,) + (self.dim,) * 3), np.empty((0,) + (self.dim,) * 4))
+        km.run(km.metric_kernel, self._params, Q, 0, config.block_count(len(Q)), g, *empty)
+        if not np.isfinite(g).all():
+            bad = int(np.argmax(~np.isfinite(g).all(axis=(1, 2))))
+            raise ValueError(f"g_fn returned NaN or inf at Q point {bad}")
+        check_spd(g, "the metric returned by g_fn")

@@ -1,0 +1,51 @@
+"""Numba options shared by every kernel, in one place (STUMPY's ``config`` habit).
+
+``fastmath`` stays off: its ``nnan``/``ninf`` flags would break the NaN checks the kernels rely on.
+Every kernel is cached on disk; per-model specialisation keeps the cache usable (see ``metric.py``).
+"""
+import numba
+import numpy as np
+
+JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
+"""Options of every serial kernel and helper."""
+
+PARALLEL_JIT = dict(JIT, parallel=True)
+"""Options of the kernels that run ``prange`` over blocks of points."""
+
+BLOCKS_PER_THREAD = 4
+"""Blocks of points per Numba thread: enough to balance uneven per-point work."""
+
+
+def block_count(n_points):
+    """Number of contiguous point blocks for a parallel kernel (at least 1, at most ``n_points``)."""
+    return int(max(1, min(n_points, numba.get_num_threads() * BLOCKS_PER_THREAD)))
+
+
+@numba.njit(**JIT)
+def block_bounds(block, n_blocks, n_points):
+    """``[lo, hi)`` of point block ``block`` of ``n_blocks`` contiguous blocks over ``n_points``."""
+    lo = (block * n_points) // n_blocks
+    hi = ((block + 1) * n_points) // n_blocks
+    return lo, hi
+
+
+_UNCACHED = {}
+
+
+def uncached(kernel):
+    """The same kernel compiled without the on-disk cache.
+
+    Used for models that carry a user's compiled function (``Custom``): its type differs in every
+    process, so a cache entry could never be loaded again and would only pile up on disk.
+    """
+    twin = _UNCACHED.get(kernel)
+    if twin is None:
+        options = dict(kernel.targetoptions)
+        options["cache"] = False
+        twin = _UNCACHED[kernel] = numba.njit(**options)(kernel.py_func)
+    return twin
+
+
+def as_float_array(a):
+    """``a`` as a C-contiguous float64 array, without copying when it already is one."""
+    return np.ascontiguousarray(a, dtype=np.float64)

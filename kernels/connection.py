@@ -1,0 +1,88 @@
+"""Levi-Civita connection: Christoffel symbols and their derivatives, point-wise and batched.
+
+``gamma[k, i, j] = Γ^k_ij = ½ g^{kl}(∂_i g_jl + ∂_j g_il − ∂_l g_ij)`` (second kind).
+The point functions work on caller-owned buffers; ``PointGeometry`` holds one thread's buffers and
+``geometry_at`` fills them for one point of any metric source (a model or tabulated arrays).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .config import JIT, PARALLEL_JIT, block_bounds, block_count
+from .linalg import spd_inverse
+from .metric import load_metric, tabulated_source, work_size
+
+
+@njit(**JIT)
+def point_buffers(n):
+    """One thread's per-point buffers: ``(g, ginv, dg, d2g, gamma, chol, work)``."""
+    return (np.empty((n, n)), np.empty((n, n)), np.empty((n, n, n)), np.empty((n, n, n, n)),
+            np.empty((n, n, n)), np.empty((n, n)), np.empty(work_size(n)))
+
+
+@njit(**JIT)
+def geometry_at(source, Q, m, order, buffers):
+    """Metric (to ``order``), its inverse and, for ``order >= 1``, Γ at point ``m``; False if g is not SPD."""
+    g, ginv, dg, d2g, gamma, chol, work = buffers
+    load_metric(source, Q, m, order, g, dg, d2g, work)
+    if not spd_inverse(g, ginv, chol):
+        return False
+    if order >= 1:
+        christoffel_point(ginv, dg, gamma)
+    return True
+
+
+@njit(**JIT)
+def christoffel_point(ginv, dg, gamma):
+    """``gamma[k, i, j] = Γ^k_ij`` from ``ginv (d, d)`` and ``dg (d, d, d)``."""
+    n = ginv.shape[0]
+    for i in range(n):
+        for j in range(i, n):
+            for k in range(n):
+                s = 0.0
+                for l in range(n):
+                    s += ginv[k, l] * (dg[i, j, l] + dg[j, i, l] - dg[l, i, j])
+                gamma[k, i, j] = 0.5 * s
+                gamma[k, j, i] = 0.5 * s
+
+
+@njit(**JIT)
+def christoffel_derivative_point(ginv, dg, d2g, gamma, dgamma):
+    """``dgamma[c, a, e, b] = ∂_c Γ^a_eb = g^{al}(∂_c Γ_{l,eb} − ∂_c g_lq Γ^q_eb)``."""
+    n = ginv.shape[0]
+    for c in range(n):
+        for e in range(n):
+            for b in range(e, n):
+                for a in range(n):
+                    s = 0.0
+                    for l in range(n):
+                        t = 0.5 * (d2g[c, e, b, l] + d2g[c, b, e, l] - d2g[c, l, e, b])
+                        for q in range(n):
+                            t -= dg[c, l, q] * gamma[q, e, b]
+                        s += ginv[a, l] * t
+                    dgamma[c, a, e, b] = s
+                    dgamma[c, a, b, e] = s
+
+
+@njit(**PARALLEL_JIT)
+def christoffel_kernel(source, Q, n_blocks, out):
+    """Γ at every point: ``out (M, d, d, d)``; NaN where the metric is not positive definite."""
+    M, n = Q.shape
+    for b in prange(n_blocks):
+        buffers = point_buffers(n)
+        lo, hi = block_bounds(b, n_blocks, M)
+        for m in range(lo, hi):
+            if geometry_at(source, Q, m, 1, buffers):
+                out[m] = buffers[4]
+            else:
+                out[m] = np.nan
+
+
+def christoffel(g, dg):
+    """Christoffel symbols ``Γ^k_ij`` from ``g (M, d, d)`` and ``dg (M, d, d, d)``: ``(M, d, d, d)``.
+
+    One point without the leading axis gives ``(d, d, d)``.
+    """
+    source, Q, single = tabulated_source(g, dg)
+    out = np.empty(Q.shape + Q.shape[1:] * 2)
+    christoffel_kernel(source, Q, block_count(len(Q)), out)
+    return out[0] if single else out

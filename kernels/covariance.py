@@ -1,0 +1,83 @@
+"""Global covariance (the Mahalanobis metric): blocked weighted moments and Mahalanobis distances.
+
+Moments are computed per fixed-size block of rows (two passes over a cache-resident block) and merged
+exactly (Chan et al.): the result does not depend on the thread count.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .config import PARALLEL_JIT, block_bounds
+
+ROWS_PER_BLOCK = 4096
+
+
+@njit(**PARALLEL_JIT)
+def _block_moments(X, w, n_blocks, weight, mean, comoment):
+    """Per block b: total weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ``
+    (upper triangle). ``w`` of length 0 means unit weights."""
+    N, d = X.shape
+    unweighted = w.shape[0] == 0
+    for b in prange(n_blocks):
+        lo, hi = block_bounds(b, n_blocks, N)
+        W = 0.0
+        mu = mean[b]
+        mu[:] = 0.0
+        for r in range(lo, hi):
+            wr = 1.0 if unweighted else w[r]
+            W += wr
+            for i in range(d):
+                mu[i] += wr * X[r, i]
+        weight[b] = W
+        if W > 0.0:
+            for i in range(d):
+                mu[i] /= W
+        C = comoment[b]
+        C[:, :] = 0.0
+        diff = np.empty(d)
+        for r in range(lo, hi):
+            wr = 1.0 if unweighted else w[r]
+            for i in range(d):
+                diff[i] = X[r, i] - mu[i]
+            for i in range(d):
+                wdi = wr * diff[i]
+                for j in range(i, d):
+                    C[i, j] += wdi * diff[j]
+
+
+def weighted_covariance(X, w):
+    """Weighted mean ``(d,)`` and covariance ``Σ w (x − μ)(x − μ)ᵀ / Σ w`` ``(d, d)`` of ``X (N, d)``.
+
+    ``w (N,)`` non-negative weights with positive sum, or an empty array for unit weights.
+    """
+    N, d = X.shape
+    n_blocks = max(1, -(-N // ROWS_PER_BLOCK))
+    weight = np.empty(n_blocks)
+    means = np.empty((n_blocks, d))
+    comoments = np.empty((n_blocks, d, d))
+    _block_moments(X, w, n_blocks, weight, means, comoments)
+    total = weight.sum()
+    mean = weight @ means / total
+    spread = means - mean
+    C = comoments.sum(axis=0) + np.einsum("b,bi,bj->ij", weight, spread, spread)
+    C = np.triu(C) + np.triu(C, 1).T
+    return mean, C / total
+
+
+@njit(**PARALLEL_JIT)
+def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
+    """``out[m] = |upper (Y[m] − mean)|`` with ``upper = Lᵀ`` from the Cholesky factorisation of the
+    metric ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``."""
+    M, d = Y.shape
+    for b in prange(n_blocks):
+        lo, hi = block_bounds(b, n_blocks, M)
+        diff = np.empty(d)
+        for m in range(lo, hi):
+            for i in range(d):
+                diff[i] = Y[m, i] - mean[i]
+            acc = 0.0
+            for i in range(d):
+                s = 0.0
+                for j in range(i, d):
+                    s += upper[i, j] * diff[j]
+                acc += s * s
+            out[m] = np.sqrt(acc)

@@ -1,0 +1,231 @@
+"""Curvature of the Levi-Civita connection: Riemann, Ricci, scalar and sectional, point-wise and batched.
+
+Conventions (DESIGN.md): ``R[a, b, c, e] = R^a_bce`` with ``R(∂_c, ∂_e)∂_b = R^a_bce ∂_a``, so
+``R^a_bce = ∂_c Γ^a_eb − ∂_e Γ^a_cb + Γ^a_cp Γ^p_eb − Γ^a_ep Γ^p_cb``; ``Ric_be = R^a_bae``;
+``S = g^{be} Ric_be``; ``K(u, v) = R(u, v, v, u) / (g(u,u) g(v,v) − g(u,v)²)``. The round sphere of
+radius r has K = +1/r². Ricci, scalar and sectional curvature are contracted early: they never form
+∂Γ or Riemann (both d⁴ per point), only the contractions they need.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .config import JIT, PARALLEL_JIT, block_bounds, block_count
+from .connection import christoffel_derivative_point, geometry_at, point_buffers
+from .metric import tabulated_source
+from .validation import as_plane
+
+
+@njit(**JIT)
+def _dgamma_lower(d2g, c, l, e, b):
+    """``∂_c Γ_{l,eb}`` (first kind) from second derivatives of the metric."""
+    return 0.5 * (d2g[c, e, b, l] + d2g[c, b, e, l] - d2g[c, l, e, b])
+
+
+@njit(**JIT)
+def riemann_point(dgamma, gamma, R):
+    """``R[a, b, c, e] = R^a_bce`` from ``dgamma[c, a, e, b] = ∂_c Γ^a_eb`` and Γ."""
+    n = gamma.shape[0]
+    for a in range(n):
+        for b in range(n):
+            for c in range(n):
+                R[a, b, c, c] = 0.0
+                for e in range(c + 1, n):
+                    s = dgamma[c, a, e, b] - dgamma[e, a, c, b]
+                    for p in range(n):
+                        s += gamma[a, c, p] * gamma[p, e, b] - gamma[a, e, p] * gamma[p, c, b]
+                    R[a, b, c, e] = s
+                    R[a, b, e, c] = -s
+
+
+@njit(**JIT)
+def ricci_point(ginv, dg, d2g, gamma, P, w, ric):
+    """``ric[b, e] = Ric_be`` without forming ∂Γ; ``P (d, d, d)`` and ``w (d,)`` are scratch.
+
+    ``Ric_be = ∂_a Γ^a_eb − ∂_e Γ^a_ab + Γ^a_ap Γ^p_eb − Γ^a_ep Γ^p_ab`` with
+    ``∂_a Γ^a_eb = g^{al} ∂_a Γ_{l,eb} − u_q Γ^q_eb``, ``u_q = g^{al} ∂_a g_lq``, and
+    ``∂_e Γ^a_ab = g^{al} ∂_e Γ_{l,ab} − P[e, a, q] Γ^q_ab``, ``P[e] = g⁻¹ ∂_e g``.
+    """
+    n = ginv.shape[0]
+    for e in range(n):
+        for a in range(n):
+            for q in range(n):
+                s = 0.0
+                for l in range(n):
+                    s += ginv[a, l] * dg[e, l, q]
+                P[e, a, q] = s
+    for q in range(n):  # w_q = Γ^a_aq − u_q
+        s = 0.0
+        for a in range(n):
+            s += gamma[a, a, q] - P[a, a, q]
+        w[q] = s
+    for e in range(n):
+        for b in range(e, n):
+            s = 0.0
+            for a in range(n):
+                for l in range(n):
+                    s += ginv[a, l] * (_dgamma_lower(d2g, a, l, e, b) - _dgamma_lower(d2g, e, l, a, b))
+                for q in range(n):
+                    s += P[e, a, q] * gamma[q, a, b] - gamma[a, e, q] * gamma[q, a, b]
+            for q in range(n):
+                s += w[q] * gamma[q, e, b]
+            ric[b, e] = s
+            ric[e, b] = s
+
+
+@njit(**JIT)
+def trace(ginv, t):
+    """``g^{be} t_be``."""
+    n = ginv.shape[0]
+    s = 0.0
+    for b in range(n):
+        for e in range(n):
+            s += ginv[b, e] * t[b, e]
+    return s
+
+
+@njit(**JIT)
+def sectional_point(g, dg, d2g, gamma, u, v, gvv, guv):
+    """Sectional curvature of the plane of ``u``, ``v`` (d,) without forming R; ``gvv``, ``guv`` scratch.
+
+    ``g(R(u,v)v, u)`` with ``R(u,v)v = (∂_uΓ)(v,v) − (∂_vΓ)(u,v) + Γ(u, Γ(v,v)) − Γ(v, Γ(u,v))``; the
+    ``g^{al}`` inside ∂Γ cancels against the lowering by g.
+    """
+    n = g.shape[0]
+    for a in range(n):
+        s_vv = 0.0
+        s_uv = 0.0
+        for e in range(n):
+            for b in range(n):
+                s_vv += gamma[a, e, b] * v[e] * v[b]
+                s_uv += gamma[a, e, b] * u[e] * v[b]
+        gvv[a] = s_vv
+        guv[a] = s_uv
+    num = 0.0
+    for l in range(n):
+        t = 0.0
+        for c in range(n):
+            for e in range(n):
+                for b in range(n):
+                    t += _dgamma_lower(d2g, c, l, e, b) * (u[c] * v[e] - v[c] * u[e]) * v[b]
+            for q in range(n):
+                t -= dg[c, l, q] * (u[c] * gvv[q] - v[c] * guv[q])
+        num += u[l] * t
+    for a in range(n):
+        ua = 0.0  # (g u)_a
+        for d in range(n):
+            ua += g[a, d] * u[d]
+        t = 0.0
+        for c in range(n):
+            for p in range(n):
+                t += gamma[a, c, p] * (u[c] * gvv[p] - v[c] * guv[p])
+        num += ua * t
+    guu = 0.0
+    gv = 0.0
+    gu_v = 0.0
+    for i in range(n):
+        for j in range(n):
+            guu += g[i, j] * u[i] * u[j]
+            gv += g[i, j] * v[i] * v[j]
+            gu_v += g[i, j] * u[i] * v[j]
+    return num / (guu * gv - gu_v * gu_v)
+
+
+@njit(**PARALLEL_JIT)
+def riemann_kernel(source, Q, n_blocks, out):
+    """Riemann tensor at every point: ``out (M, d, d, d, d)``; NaN where g is not positive definite."""
+    M, n = Q.shape
+    for blk in prange(n_blocks):
+        buffers = point_buffers(n)
+        g, ginv, dg, d2g, gamma, chol, work = buffers
+        dgamma = np.empty((n, n, n, n))
+        lo, hi = block_bounds(blk, n_blocks, M)
+        for m in range(lo, hi):
+            if geometry_at(source, Q, m, 2, buffers):
+                christoffel_derivative_point(ginv, dg, d2g, gamma, dgamma)
+                riemann_point(dgamma, gamma, out[m])
+            else:
+                out[m] = np.nan
+
+
+@njit(**PARALLEL_JIT)
+def ricci_kernel(source, Q, n_blocks, out):
+    """Ricci tensor at every point: ``out (M, d, d)``; NaN where g is not positive definite."""
+    M, n = Q.shape
+    for blk in prange(n_blocks):
+        buffers = point_buffers(n)
+        g, ginv, dg, d2g, gamma, chol, work = buffers
+        P = np.empty((n, n, n))
+        w = np.empty(n)
+        lo, hi = block_bounds(blk, n_blocks, M)
+        for m in range(lo, hi):
+            if geometry_at(source, Q, m, 2, buffers):
+                ricci_point(ginv, dg, d2g, gamma, P, w, out[m])
+            else:
+                out[m] = np.nan
+
+
+@njit(**PARALLEL_JIT)
+def scalar_kernel(source, Q, n_blocks, out):
+    """Scalar curvature at every point: ``out (M,)``; NaN where g is not positive definite."""
+    M, n = Q.shape
+    for blk in prange(n_blocks):
+        buffers = point_buffers(n)
+        g, ginv, dg, d2g, gamma, chol, work = buffers
+        P = np.empty((n, n, n))
+        w = np.empty(n)
+        ric = np.empty((n, n))
+        lo, hi = block_bounds(blk, n_blocks, M)
+        for m in range(lo, hi):
+            if geometry_at(source, Q, m, 2, buffers):
+                ricci_point(ginv, dg, d2g, gamma, P, w, ric)
+                out[m] = trace(ginv, ric)
+            else:
+                out[m] = np.nan
+
+
+@njit(**PARALLEL_JIT)
+def sectional_kernel(source, Q, U, V, n_blocks, out):
+    """Sectional curvature of the planes ``U[m], V[m]`` at every point: ``out (M,)``."""
+    M, n = Q.shape
+    for blk in prange(n_blocks):
+        buffers = point_buffers(n)
+        g, ginv, dg, d2g, gamma, chol, work = buffers
+        gvv = np.empty(n)
+        guv = np.empty(n)
+        lo, hi = block_bounds(blk, n_blocks, M)
+        for m in range(lo, hi):
+            if geometry_at(source, Q, m, 2, buffers):
+                out[m] = sectional_point(g, dg, d2g, gamma, U[m], V[m], gvv, guv)
+            else:
+                out[m] = np.nan
+
+
+def _tabulated_call(kernel, out_tail, g, dg, d2g):
+    source, Q, single = tabulated_source(g, dg, d2g)
+    out = np.empty((len(Q),) + Q.shape[1:] * out_tail)
+    kernel(source, Q, block_count(len(Q)), out)
+    return out[0] if single else out
+
+
+def riemann(g, dg, d2g):
+    """Riemann tensor ``R[..., a, b, c, e] = R^a_bce``: ``(M, d, d, d, d)`` from ``g``, ``dg``, ``d2g``."""
+    return _tabulated_call(riemann_kernel, 4, g, dg, d2g)
+
+
+def ricci(g, dg, d2g):
+    """Ricci tensor ``Ric_be = R^a_bae``: ``(M, d, d)``."""
+    return _tabulated_call(ricci_kernel, 2, g, dg, d2g)
+
+
+def scalar_curvature(g, dg, d2g):
+    """Scalar curvature ``g^{be} Ric_be``: ``(M,)``."""
+    return _tabulated_call(scalar_kernel, 0, g, dg, d2g)
+
+
+def sectional_curvature(g, dg, d2g, u, v):
+    """Sectional curvature of the planes spanned by ``u``, ``v`` (each ``(M, d)``): ``(M,)``."""
+    source, Q, single = tabulated_source(g, dg, d2g)
+    U, V = as_plane(u, v, *Q.shape, single)
+    out = np.empty(len(Q))
+    sectional_kernel(source, Q, U, V, block_count(len(Q)), out)
+    return out[0] if single else out
