@@ -12,11 +12,9 @@ import numpy as np
 from numba.core import types
 from numba.core.dispatcher import Dispatcher
 
-from .kernels import config
+from .kernels import batch, config
 from .kernels import metric as km
-from .kernels.connection import christoffel_kernel
 from .kernels.covariance import mahalanobis_kernel, weighted_covariance
-from .kernels.curvature import ricci_kernel, riemann_kernel, scalar_kernel, sectional_kernel
 from .kernels.grid import build_grid, cutoff_radius
 from .kernels.validation import (as_batch, as_plane, as_points, as_real_array, check_dim,
                                  check_finite, check_positive, check_spd)
@@ -43,28 +41,22 @@ class MetricModel:
         self._check_chart(Q)
         return Q, single
 
-    def _run(self, kernel, Q, tail, *extra):
-        out = np.empty((len(Q),) + (self.dim,) * tail)
-        km.run(kernel, self._params, Q, *extra, config.block_count(len(Q)), out)
-        return out
-
-    def _field(self, kernel, Q, tail):
+    def _evaluate(self, quantity, Q, U=None, V=None, order=2):
         Q, single = self._points(Q)
-        out = self._run(kernel, Q, tail)
-        return out[0] if single else out
+        if U is not None:
+            U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
+        out = batch.evaluate(self._params, Q, quantity, U, V, order)
+        if not single:
+            return out
+        return tuple(a[0] for a in out) if quantity == batch.METRIC else out[0]
 
     # --- metric ---
     def derivatives(self, Q, order=2):
-        """``(g, dg, d2g)`` at ``Q``: ``(M, d, d)``, ``(M, d, d, d)``, ``(M, d, d, d, d)`` (to ``order``)."""
+        """``(g, dg, d2g)`` at ``Q``: ``(M, d, d)``, ``(M, d, d, d)``, ``(M, d, d, d, d)``; ``order`` < 2
+        returns only the first ``order + 1`` of them."""
         if order not in (0, 1, 2):
             raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
-        Q, single = self._points(Q)
-        M, n = Q.shape
-        out = [np.empty((M,) + (n,) * r) if r - 2 <= order else np.empty((0,) + (n,) * r)
-               for r in (2, 3, 4)]
-        km.run(km.metric_kernel, self._params, Q, order, config.block_count(M), *out)
-        out = out[:order + 1]
-        return tuple(a[0] for a in out) if single else tuple(out)
+        return self._evaluate(batch.METRIC, Q, order=order)
 
     def metric(self, Q):
         """Metric tensor ``g``: ``(M, d, d)``."""
@@ -78,26 +70,23 @@ class MetricModel:
     # --- connection and curvature (fused: model -> answer) ---
     def christoffel(self, Q):
         """Christoffel symbols ``Γ[m, k, i, j] = Γ^k_ij``: ``(M, d, d, d)``."""
-        return self._field(christoffel_kernel, Q, 3)
+        return self._evaluate(batch.CHRISTOFFEL, Q)
 
     def riemann(self, Q):
         """Riemann tensor ``R[m, a, b, c, e] = R^a_bce``: ``(M, d, d, d, d)``."""
-        return self._field(riemann_kernel, Q, 4)
+        return self._evaluate(batch.RIEMANN, Q)
 
     def ricci(self, Q):
         """Ricci tensor ``Ric[m, b, e] = R^a_bae``: ``(M, d, d)``."""
-        return self._field(ricci_kernel, Q, 2)
+        return self._evaluate(batch.RICCI, Q)
 
     def scalar_curvature(self, Q):
         """Scalar curvature ``g^{be} Ric_be``: ``(M,)``. Never forms the Riemann tensor."""
-        return self._field(scalar_kernel, Q, 0)
+        return self._evaluate(batch.SCALAR, Q)
 
     def sectional_curvature(self, Q, U, V):
         """Sectional curvature of the planes spanned by ``U``, ``V`` (each ``(M, d)``): ``(M,)``."""
-        Q, single = self._points(Q)
-        U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
-        out = self._run(sectional_kernel, Q, 0, U, V)
-        return out[0] if single else out
+        return self._evaluate(batch.SECTIONAL, Q, U, V)
 
     def gaussian_curvature(self, Q):
         """Gaussian curvature of a 2-dimensional model (half the scalar curvature): ``(M,)``."""
@@ -278,9 +267,7 @@ class Custom(MetricModel):
         self._params = km.CustomParams(g_fn, self.dim, self.step)
 
     def _check_chart(self, Q):
-        g = np.empty((len(Q), self.dim, self.dim))
-        empty = (np.empty((0,) + (self.dim,) * 3), np.empty((0,) + (self.dim,) * 4))
-        km.run(km.metric_kernel, self._params, Q, 0, config.block_count(len(Q)), g, *empty)
+        (g,) = batch.evaluate(self._params, Q, batch.METRIC, order=0)
         if not np.isfinite(g).all():
             bad = int(np.argmax(~np.isfinite(g).all(axis=(1, 2))))
             raise ValueError(f"g_fn returned NaN or inf at Q point {bad}")

@@ -5,7 +5,6 @@ Array API (metric and derivatives given as arrays, point axis first, see DESIGN.
 ``scalar_curvature(g, dg, d2g)``, ``sectional_curvature(g, dg, d2g, u, v)``.
 The fused per-model paths live behind ``anant_fast.metrics``.
 """
-from .connection import christoffel
-from .curvature import ricci, riemann, scalar_curvature, sectional_curvature
+from .batch import christoffel, ricci, riemann, scalar_curvature, sectional_curvature
 
 __all__ = ["christoffel", "riemann", "ricci", "scalar_curvature", "sectional_curvature"]

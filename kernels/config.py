@@ -40,7 +40,7 @@ def uncached(kernel):
     """
     twin = _UNCACHED.get(kernel)
     if twin is None:
-        options = dict(kernel.targetoptions)
+        options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}
         options["cache"] = False
         twin = _UNCACHED[kernel] = numba.njit(**options)(kernel.py_func)
     return twin

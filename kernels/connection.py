@@ -7,9 +7,9 @@ The point functions work on caller-owned buffers; ``PointGeometry`` holds one th
 import numpy as np
 from numba import njit, prange
 
-from .config import JIT, PARALLEL_JIT, block_bounds, block_count
+from .config import JIT
 from .linalg import spd_inverse
-from .metric import load_metric, tabulated_source, work_size
+from .metric import load_metric, work_size
 
 
 @njit(**JIT)
@@ -61,28 +61,3 @@ def christoffel_derivative_point(ginv, dg, d2g, gamma, dgamma):
                         s += ginv[a, l] * t
                     dgamma[c, a, e, b] = s
                     dgamma[c, a, b, e] = s
-
-
-@njit(**PARALLEL_JIT)
-def christoffel_kernel(source, Q, n_blocks, out):
-    """Γ at every point: ``out (M, d, d, d)``; NaN where the metric is not positive definite."""
-    M, n = Q.shape
-    for b in prange(n_blocks):
-        buffers = point_buffers(n)
-        lo, hi = block_bounds(b, n_blocks, M)
-        for m in range(lo, hi):
-            if geometry_at(source, Q, m, 1, buffers):
-                out[m] = buffers[4]
-            else:
-                out[m] = np.nan
-
-
-def christoffel(g, dg):
-    """Christoffel symbols ``Γ^k_ij`` from ``g (M, d, d)`` and ``dg (M, d, d, d)``: ``(M, d, d, d)``.
-
-    One point without the leading axis gives ``(d, d, d)``.
-    """
-    source, Q, single = tabulated_source(g, dg)
-    out = np.empty(Q.shape + Q.shape[1:] * 2)
-    christoffel_kernel(source, Q, block_count(len(Q)), out)
-    return out[0] if single else out

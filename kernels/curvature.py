@@ -6,13 +6,10 @@ Conventions (DESIGN.md): ``R[a, b, c, e] = R^a_bce`` with ``R(∂_c, ∂_e)∂_b
 radius r has K = +1/r². Ricci, scalar and sectional curvature are contracted early: they never form
 ∂Γ or Riemann (both d⁴ per point), only the contractions they need.
 """
-import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .config import JIT, PARALLEL_JIT, block_bounds, block_count
-from .connection import christoffel_derivative_point, geometry_at, point_buffers
-from .metric import tabulated_source
-from .validation import as_plane
+from .config import JIT
+
 
 
 @njit(**JIT)
@@ -128,104 +125,3 @@ def sectional_point(g, dg, d2g, gamma, u, v, gvv, guv):
             gv += g[i, j] * v[i] * v[j]
             gu_v += g[i, j] * u[i] * v[j]
     return num / (guu * gv - gu_v * gu_v)
-
-
-@njit(**PARALLEL_JIT)
-def riemann_kernel(source, Q, n_blocks, out):
-    """Riemann tensor at every point: ``out (M, d, d, d, d)``; NaN where g is not positive definite."""
-    M, n = Q.shape
-    for blk in prange(n_blocks):
-        buffers = point_buffers(n)
-        g, ginv, dg, d2g, gamma, chol, work = buffers
-        dgamma = np.empty((n, n, n, n))
-        lo, hi = block_bounds(blk, n_blocks, M)
-        for m in range(lo, hi):
-            if geometry_at(source, Q, m, 2, buffers):
-                christoffel_derivative_point(ginv, dg, d2g, gamma, dgamma)
-                riemann_point(dgamma, gamma, out[m])
-            else:
-                out[m] = np.nan
-
-
-@njit(**PARALLEL_JIT)
-def ricci_kernel(source, Q, n_blocks, out):
-    """Ricci tensor at every point: ``out (M, d, d)``; NaN where g is not positive definite."""
-    M, n = Q.shape
-    for blk in prange(n_blocks):
-        buffers = point_buffers(n)
-        g, ginv, dg, d2g, gamma, chol, work = buffers
-        P = np.empty((n, n, n))
-        w = np.empty(n)
-        lo, hi = block_bounds(blk, n_blocks, M)
-        for m in range(lo, hi):
-            if geometry_at(source, Q, m, 2, buffers):
-                ricci_point(ginv, dg, d2g, gamma, P, w, out[m])
-            else:
-                out[m] = np.nan
-
-
-@njit(**PARALLEL_JIT)
-def scalar_kernel(source, Q, n_blocks, out):
-    """Scalar curvature at every point: ``out (M,)``; NaN where g is not positive definite."""
-    M, n = Q.shape
-    for blk in prange(n_blocks):
-        buffers = point_buffers(n)
-        g, ginv, dg, d2g, gamma, chol, work = buffers
-        P = np.empty((n, n, n))
-        w = np.empty(n)
-        ric = np.empty((n, n))
-        lo, hi = block_bounds(blk, n_blocks, M)
-        for m in range(lo, hi):
-            if geometry_at(source, Q, m, 2, buffers):
-                ricci_point(ginv, dg, d2g, gamma, P, w, ric)
-                out[m] = trace(ginv, ric)
-            else:
-                out[m] = np.nan
-
-
-@njit(**PARALLEL_JIT)
-def sectional_kernel(source, Q, U, V, n_blocks, out):
-    """Sectional curvature of the planes ``U[m], V[m]`` at every point: ``out (M,)``."""
-    M, n = Q.shape
-    for blk in prange(n_blocks):
-        buffers = point_buffers(n)
-        g, ginv, dg, d2g, gamma, chol, work = buffers
-        gvv = np.empty(n)
-        guv = np.empty(n)
-        lo, hi = block_bounds(blk, n_blocks, M)
-        for m in range(lo, hi):
-            if geometry_at(source, Q, m, 2, buffers):
-                out[m] = sectional_point(g, dg, d2g, gamma, U[m], V[m], gvv, guv)
-            else:
-                out[m] = np.nan
-
-
-def _tabulated_call(kernel, out_tail, g, dg, d2g):
-    source, Q, single = tabulated_source(g, dg, d2g)
-    out = np.empty((len(Q),) + Q.shape[1:] * out_tail)
-    kernel(source, Q, block_count(len(Q)), out)
-    return out[0] if single else out
-
-
-def riemann(g, dg, d2g):
-    """Riemann tensor ``R[..., a, b, c, e] = R^a_bce``: ``(M, d, d, d, d)`` from ``g``, ``dg``, ``d2g``."""
-    return _tabulated_call(riemann_kernel, 4, g, dg, d2g)
-
-
-def ricci(g, dg, d2g):
-    """Ricci tensor ``Ric_be = R^a_bae``: ``(M, d, d)``."""
-    return _tabulated_call(ricci_kernel, 2, g, dg, d2g)
-
-
-def scalar_curvature(g, dg, d2g):
-    """Scalar curvature ``g^{be} Ric_be``: ``(M,)``."""
-    return _tabulated_call(scalar_kernel, 0, g, dg, d2g)
-
-
-def sectional_curvature(g, dg, d2g, u, v):
-    """Sectional curvature of the planes spanned by ``u``, ``v`` (each ``(M, d)``): ``(M,)``."""
-    source, Q, single = tabulated_source(g, dg, d2g)
-    U, V = as_plane(u, v, *Q.shape, single)
-    out = np.empty(len(Q))
-    sectional_kernel(source, Q, U, V, block_count(len(Q)), out)
-    return out[0] if single else out

@@ -19,12 +19,12 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
-from .config import JIT, PARALLEL_JIT, block_bounds, uncached
+from .config import JIT, uncached
 from .grid import neighbour_cell
-from .linalg import spd_inverse
+from .linalg import copy_into, spd_inverse
 from .validation import as_batch, as_real_array, check_finite, check_spd
 
 
@@ -111,11 +111,11 @@ def _evaluator(record):
 def _load_tabulated(source, Q, m, order, g, dg, d2g, work):
     if _is(source, TabulatedParams):
         def impl(source, Q, m, order, g, dg, d2g, work):
-            g[...] = source.g[m]
+            copy_into(source.g[m], g)
             if order >= 1:
-                dg[...] = source.dg[m]
+                copy_into(source.dg[m], dg)
             if order >= 2:
-                d2g[...] = source.d2g[m]
+                copy_into(source.d2g[m], d2g)
         return impl
     if isinstance(source, types.BaseNamedTuple):
         def impl(source, Q, m, order, g, dg, d2g, work):
@@ -201,7 +201,7 @@ def _half_space(model, x, order, g, dg, d2g, work):
 
 @_evaluator(ConstantParams)
 def _constant(model, x, order, g, dg, d2g, work):
-    g[...] = model.G
+    copy_into(model.G, g)
     if order >= 1:
         dg[...] = 0.0
     if order >= 2:
@@ -450,7 +450,7 @@ def _custom(model, x, order, g, dg, d2g, work):
         d2g[...] = 0.0
     if order < 1:
         return
-    xs[...] = x
+    copy_into(x, xs)
     for k in range(n):
         for a in range(4):
             xs[k] = x[k] + _STENCIL_OFFSETS[a] * h
@@ -476,25 +476,6 @@ def _custom(model, x, order, g, dg, d2g, work):
             for i in range(n):
                 for j in range(n):
                     d2g[k, k, i, j] -= 2.5 * g[i, j] / (h * h)
-
-
-@njit(**PARALLEL_JIT)
-def metric_kernel(source, Q, order, n_blocks, g_out, dg_out, d2g_out):
-    """``g`` (and derivatives up to ``order``) at every point of ``Q (M, d)`` into the outputs."""
-    M, n = Q.shape
-    for blk in prange(n_blocks):
-        g = np.empty((n, n))
-        dg = np.empty((n, n, n))
-        d2g = np.empty((n, n, n, n))
-        work = np.empty(work_size(n))
-        lo, hi = block_bounds(blk, n_blocks, M)
-        for m in range(lo, hi):
-            load_metric(source, Q, m, order, g, dg, d2g, work)
-            g_out[m] = g
-            if order >= 1:
-                dg_out[m] = dg
-            if order >= 2:
-                d2g_out[m] = d2g
 
 
 def run(kernel, source, *args):

@@ -1,0 +1,123 @@
+"""Metrics estimated from data: against the untruncated NumPy reference, finite differences, limits."""
+import numpy as np
+import pytest
+
+import naive
+from anant_fast import metrics
+
+rng = np.random.default_rng(7)
+
+
+def _surface_cloud(n, dim=3, noise=0.05):
+    """Points near a curved 2-D surface in R^dim."""
+    uv = rng.uniform(-1, 1, size=(n, 2))
+    X = np.zeros((n, dim))
+    X[:, :2] = uv
+    X[:, 2 % dim] += 0.5 * np.sin(2 * uv[:, 0]) * np.cos(uv[:, 1])
+    return X + noise * rng.normal(size=X.shape)
+
+
+LOCAL = [(metrics.LocalDiagonal, naive.local_diagonal), (metrics.LocalCovariance, naive.local_covariance)]
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+@pytest.mark.parametrize("cls, reference", LOCAL)
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_truncated_local_metric_matches_full_sum(cls, reference, dim):
+    X = _surface_cloud(400, dim)
+    sigma = 0.15
+    model = cls(X, sigma, rho=1e-3)
+    Q = X[rng.choice(len(X), 12, replace=False)] + 0.01
+    got = model.derivatives(Q)
+    want = reference(X, sigma, 1e-3, Q)
+    for a, b in zip(got, want):
+        assert _rel(a, b) < 1e-9
+    G, DG, D2G = want
+    assert _rel(model.scalar_curvature(Q), naive.scalar_curvature(G, DG, D2G)) < 1e-9
+    assert _rel(model.ricci(Q), naive.ricci(G, DG, D2G)) < 1e-9
+    assert _rel(model.riemann(Q), naive.riemann(G, DG, D2G)) < 1e-9
+    assert _rel(model.christoffel(Q), naive.christoffel(G, DG)) < 1e-9
+    U, V = rng.normal(size=(2, len(Q), dim))
+    assert _rel(model.sectional_curvature(Q, U, V), naive.sectional_curvature(G, DG, D2G, U, V)) < 1e-9
+
+
+@pytest.mark.parametrize("cls", [metrics.LocalDiagonal, metrics.LocalCovariance])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_derivatives_match_finite_differences(cls, dim):
+    X = _surface_cloud(300, dim)
+    model = cls(X, 0.3, rho=1e-2)
+    Q = X[:6] + 0.02
+    g, dg, d2g = model.derivatives(Q)
+    h = 1e-5
+    for k in range(dim):
+        e = np.zeros(dim)
+        e[k] = h
+        gp, dgp, _ = model.derivatives(Q + e)
+        gm, dgm, _ = model.derivatives(Q - e)
+        assert _rel((gp - gm) / (2 * h), dg[:, k]) < 1e-6
+        assert _rel((dgp - dgm) / (2 * h), d2g[:, k]) < 1e-6
+
+
+@pytest.mark.parametrize("cls", [metrics.LocalDiagonal, metrics.LocalCovariance])
+def test_far_from_data_metric_is_identity_over_rho(cls):
+    X = _surface_cloud(100)
+    model = cls(X, 0.1, rho=0.25)
+    Q = np.array([[50.0, 0.0, 0.0], [0.0, -1e6, 3.0]])
+    g, dg, d2g = model.derivatives(Q)
+    np.testing.assert_array_equal(g, np.broadcast_to(np.eye(3) / 0.25, g.shape))
+    assert not dg.any() and not d2g.any()
+    np.testing.assert_array_equal(model.scalar_curvature(Q), 0.0)
+
+
+def test_grid_handles_widely_spread_data():
+    """References spread over a huge range relative to the cutoff: the grid caps its cell count."""
+    X = np.concatenate([_surface_cloud(200), _surface_cloud(200) + 1e4])
+    model = metrics.LocalCovariance(X, 0.05)
+    Q = X[::50] + 0.001
+    want = naive.local_covariance(X, 0.05, 1e-3, Q)[0]
+    assert _rel(model.metric(Q), want) < 1e-9
+
+
+def test_covariance_model_matches_numpy():
+    X = rng.normal(size=(5000, 4)) @ rng.normal(size=(4, 4)) + 3.0
+    w = rng.uniform(0, 2, size=len(X))
+    for weights in (None, w):
+        model = metrics.Covariance(X, weights=weights, eps=1e-9)
+        np.testing.assert_allclose(model.G, naive.covariance_metric(X, weights, 1e-9), rtol=1e-9)
+        np.testing.assert_allclose(model.covariance, np.cov(X.T, aweights=weights, bias=True), rtol=1e-10)
+    Q = rng.normal(size=(7, 4))
+    g, dg, d2g = model.derivatives(Q)
+    np.testing.assert_array_equal(g, np.broadcast_to(model.G, g.shape))
+    assert not dg.any() and not d2g.any()
+    assert not model.scalar_curvature(Q).any()
+
+
+def test_mahalanobis_and_outliers():
+    X = rng.normal(size=(20000, 6))
+    planted = np.array([5, 777, 12345])
+    X[planted] += 12.0
+    model = metrics.Covariance(X)
+    m = model.mahalanobis(X)
+    np.testing.assert_allclose(m, naive.mahalanobis(X, model.mean, model.G), rtol=1e-12)
+    found = model.outliers()
+    np.testing.assert_array_equal(found, naive.outliers(m, 3.0))
+    assert set(planted) <= set(found)
+    assert model.mahalanobis(X[5]) == pytest.approx(m[5], rel=1e-14)
+    np.testing.assert_array_equal(model.outliers(X[:100], z=50.0), [])
+
+
+def test_covariance_does_not_depend_on_thread_count():
+    import numba
+
+    X = rng.normal(size=(30000, 5))
+    numba.set_num_threads(1)
+    try:
+        serial = metrics.Covariance(X).G
+        m_serial = metrics.Covariance(X).mahalanobis(X)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(metrics.Covariance(X).G, serial)
+    np.testing.assert_array_equal(metrics.Covariance(X).mahalanobis(X), m_serial)
