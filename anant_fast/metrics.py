@@ -14,7 +14,7 @@ from numba.core.dispatcher import Dispatcher
 
 from .kernels import batch, config
 from .kernels import metric as km
-from .kernels.covariance import mahalanobis_kernel, weighted_covariance
+from .kernels.covariance import ROWS_PER_BLOCK, mahalanobis_kernel, weighted_covariance
 from .kernels.grid import build_grid, cutoff_radius
 from .kernels.validation import (as_batch, as_plane, as_points, as_real_array, check_dim,
                                  check_finite, check_positive, check_spd)
@@ -146,11 +146,12 @@ class Hyperbolic(MetricModel):
             raise ValueError(f"Q point {int(np.argmax(bad))} lies outside the chart: {what}")
 
 
-def _as_data(X, name="X", min_points=1):
+def _as_data(X, name="X", check=True):
     X = as_real_array(X, name)
-    if X.ndim != 2 or X.shape[0] < min_points or X.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (N, d) with N >= {min_points} and d >= 1, got {X.shape}")
-    check_finite(X, name)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (N, d) with N, d >= 1, got {X.shape}")
+    if check:
+        check_finite(X, name)
     return X
 
 
@@ -162,7 +163,7 @@ class Covariance(MetricModel):
     """
 
     def __init__(self, X, weights=None, eps=1e-9):
-        X = _as_data(X)
+        X = _as_data(X, check=False)  # the moments pass below doubles as the finiteness check
         self.dim = X.shape[1]
         self.eps = check_positive(eps, "eps")
         if weights is None:
@@ -172,6 +173,9 @@ class Covariance(MetricModel):
             if (w < 0).any() or not w.sum() > 0:
                 raise ValueError("weights must be non-negative with a positive sum")
         self.mean, self.covariance = weighted_covariance(X, w)
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.covariance).all()):
+            check_finite(X, "X")
+            raise ValueError("X is too large in magnitude: its covariance overflows float64")
         A = self.covariance + self.eps * np.eye(self.dim)
         self.G = np.linalg.inv(A)
         self.G = 0.5 * (self.G + self.G.T)
@@ -185,15 +189,19 @@ class Covariance(MetricModel):
     def mahalanobis(self, Y):
         """Mahalanobis distances ``sqrt((y − μ)ᵀ G (y − μ))`` of ``Y (M, d)``: ``(M,)``. One fused pass."""
         Y, single = as_points(Y, self.dim, "Y")
-        out = np.empty(len(Y))
-        mahalanobis_kernel(Y, self.mean, self._upper, config.block_count(len(Y)), out)
+        out = self._mahalanobis(Y)
         return out[0] if single else out
+
+    def _mahalanobis(self, Y):
+        out = np.empty(len(Y))
+        mahalanobis_kernel(Y, self.mean, self._upper, max(1, -(-len(Y) // ROWS_PER_BLOCK)), out)
+        return out
 
     def outliers(self, Y=None, z=3.0):
         """Indices of the rows of ``Y`` (default: the fitted data) whose Mahalanobis distance ``m`` has
         ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``)."""
         z = check_positive(z, "z")
-        m = self.mahalanobis(self._X if Y is None else Y)
+        m = self._mahalanobis(self._X) if Y is None else np.atleast_1d(self.mahalanobis(Y))
         std = m.std()
         if std == 0:
             return np.empty(0, dtype=np.int64)
