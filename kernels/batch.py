@@ -8,9 +8,9 @@ The public array functions (``christoffel(g, dg)``, ...) run the same driver on 
 import numpy as np
 from numba import njit, prange
 
-from .config import JIT, PARALLEL_JIT, block_bounds, block_count
+from .config import INLINE_JIT, JIT, PARALLEL_JIT, block_bounds, block_count
 from .connection import christoffel_derivative_point, geometry_at, point_buffers
-from .curvature import ricci_point, riemann_point, sectional_point, trace
+from .curvature import ricci_point, riemann_point, scalar_point, sectional_point
 from .metric import load_metric, run, tabulated_source
 from .validation import as_plane
 
@@ -31,39 +31,44 @@ def pointwise_kernel(source, Q, U, V, quantity, order, n_blocks, out):
         buffers = point_buffers(n)
         g, ginv, dg, d2g, gamma, chol, work = buffers
         dgamma = np.empty((n, n, n, n))
+        R = np.empty((n, n, n, n))
         P = np.empty((n, n, n))
+        Y = np.empty((n, n, n))
         ric = np.empty((n, n))
         v1 = np.empty(n)
         v2 = np.empty(n)
+        # flat views, made once per block (a reshape per point costs ~100 ns)
+        g_flat, dg_flat, d2g_flat = g.reshape(n * n), dg.reshape(n ** 3), d2g.reshape(n ** 4)
+        gamma_flat, R_flat, ric_flat = gamma.reshape(n ** 3), R.reshape(n ** 4), ric.reshape(n * n)
         lo, hi = block_bounds(blk, n_blocks, M)
         for m in range(lo, hi):
             row = out[m]
             if quantity == METRIC:
                 load_metric(source, Q, m, order, g, dg, d2g, work)
-                _write(row, 0, g)
+                _write(row, 0, g_flat)
                 if order >= 1:
-                    _write(row, n * n, dg)
+                    _write(row, n * n, dg_flat)
                 if order >= 2:
-                    _write(row, n * n + n ** 3, d2g)
+                    _write(row, n * n + n ** 3, d2g_flat)
             elif not geometry_at(source, Q, m, 1 if quantity == CHRISTOFFEL else 2, buffers):
                 row[:] = np.nan
             elif quantity == CHRISTOFFEL:
-                _write(row, 0, gamma)
+                _write(row, 0, gamma_flat)
             elif quantity == RIEMANN:
                 christoffel_derivative_point(ginv, dg, d2g, gamma, dgamma)
-                riemann_point(dgamma, gamma, row.reshape((n, n, n, n)))
+                riemann_point(dgamma, gamma, R)
+                _write(row, 0, R_flat)
             elif quantity == RICCI:
-                ricci_point(ginv, dg, d2g, gamma, P, v1, row.reshape((n, n)))
-            elif quantity == SCALAR:
                 ricci_point(ginv, dg, d2g, gamma, P, v1, ric)
-                row[0] = trace(ginv, ric)
+                _write(row, 0, ric_flat)
+            elif quantity == SCALAR:
+                row[0] = scalar_point(ginv, dg, d2g, gamma, P, Y)
             else:
                 row[0] = sectional_point(g, dg, d2g, gamma, U[m], V[m], v1, v2)
 
 
-@njit(**JIT)
-def _write(row, offset, a):
-    flat = a.reshape(a.size)
+@njit(**INLINE_JIT)
+def _write(row, offset, flat):
     for i in range(flat.size):
         row[offset + i] = flat[i]
 

@@ -3,11 +3,19 @@
 ``fastmath`` stays off: its ``nnan``/``ninf`` flags would break the NaN checks the kernels rely on.
 Every kernel is cached on disk; per-model specialisation keeps the cache usable (see ``metric.py``).
 """
+import hashlib
+import pathlib
+
 import numba
 import numpy as np
 
 JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 """Options of every serial kernel and helper."""
+
+INLINE_JIT = dict(JIT, inline="always")
+"""Options of the small point-wise helpers called once or more per point. Inlining them at Numba-IR
+level lets Numba drop the reference counting of their array arguments, which otherwise costs tens of
+nanoseconds per call, more than the arithmetic of a small point."""
 
 PARALLEL_JIT = dict(JIT, parallel=True)
 """Options of the kernels that run ``prange`` over blocks of points."""
@@ -49,3 +57,29 @@ def uncached(kernel):
 def as_float_array(a):
     """``a`` as a C-contiguous float64 array, without copying when it already is one."""
     return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _drop_stale_cache():
+    """Delete this package's on-disk Numba cache when any kernel source changed.
+
+    Numba checks only the stamp of the file defining a cached kernel, but our kernels inline code
+    from sibling modules (the model evaluators, the point-wise algorithms): after an edit to one of
+    those, a stale cache would be loaded silently. A digest of every kernel source guards the
+    in-tree cache (``__pycache__`` next to the sources: editable installs and checkouts).
+    """
+    here = pathlib.Path(__file__).parent
+    cache = here / "__pycache__"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    stamp = cache / "kernel-sources.sha256"
+    try:
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            f.unlink()
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:  # read-only install: its files all change together on upgrade
+        pass
+
+
+_drop_stale_cache()

@@ -7,19 +7,19 @@ The point functions work on caller-owned buffers; ``PointGeometry`` holds one th
 import numpy as np
 from numba import njit, prange
 
-from .config import JIT
+from .config import INLINE_JIT, JIT
 from .linalg import spd_inverse
-from .metric import load_metric, work_size
+from .metric import load_metric, workspace
 
 
 @njit(**JIT)
 def point_buffers(n):
     """One thread's per-point buffers: ``(g, ginv, dg, d2g, gamma, chol, work)``."""
     return (np.empty((n, n)), np.empty((n, n)), np.empty((n, n, n)), np.empty((n, n, n, n)),
-            np.empty((n, n, n)), np.empty((n, n)), np.empty(work_size(n)))
+            np.empty((n, n, n)), np.empty((n, n)), workspace(n))
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def geometry_at(source, Q, m, order, buffers):
     """Metric (to ``order``), its inverse and, for ``order >= 1``, Γ at point ``m``; False if g is not SPD."""
     g, ginv, dg, d2g, gamma, chol, work = buffers
@@ -31,7 +31,7 @@ def geometry_at(source, Q, m, order, buffers):
     return True
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def christoffel_point(ginv, dg, gamma):
     """``gamma[k, i, j] = Γ^k_ij`` from ``ginv (d, d)`` and ``dg (d, d, d)``."""
     n = ginv.shape[0]

@@ -22,38 +22,37 @@ def _centered_transpose(X, lo, hi, mu, Dt):
 
 @njit(**PARALLEL_JIT)
 def _block_moments(X, w, n_blocks, weight, mean, comoment):
-    """Per block b: total weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ``
-    (upper triangle). ``w`` of length 0 means unit weights."""
+    """Per block b of rows: total weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ``,
+    in one pass over the block with sums shifted by its first row (the shift keeps the cancellation
+    in ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``w`` of length 0 means unit weights."""
     N, d = X.shape
     unweighted = w.shape[0] == 0
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, N)
+        shift = X[lo]
+        S1 = mean[b]
+        S1[:] = 0.0
+        S2 = comoment[b]
+        S2[:, :] = 0.0
+        D = np.empty(d)
         W = 0.0
-        mu = mean[b]
-        mu[:] = 0.0
         for r in range(lo, hi):
             wr = 1.0 if unweighted else w[r]
             W += wr
             for i in range(d):
-                mu[i] += wr * X[r, i]
-        weight[b] = W
-        if W > 0.0:
+                D[i] = X[r, i] - shift[i]
             for i in range(d):
-                mu[i] /= W
-        Dt = np.empty((d, hi - lo))
-        _centered_transpose(X, lo, hi, mu, Dt)
-        C = comoment[b]
-        C[:, :] = 0.0
+                wdi = wr * D[i]
+                S1[i] += wdi
+                for j in range(d):
+                    S2[i, j] += wdi * D[j]
+        weight[b] = W
+        inv_w = 1.0 / W if W > 0.0 else 0.0
         for i in range(d):
-            for j in range(i, d):
-                s = 0.0
-                if unweighted:
-                    for r in range(hi - lo):
-                        s += Dt[i, r] * Dt[j, r]
-                else:
-                    for r in range(hi - lo):
-                        s += w[lo + r] * Dt[i, r] * Dt[j, r]
-                C[i, j] = s
+            for j in range(d):
+                S2[i, j] -= S1[i] * S1[j] * inv_w
+        for i in range(d):
+            S1[i] = shift[i] + S1[i] * inv_w
 
 
 def weighted_covariance(X, w):
@@ -71,8 +70,7 @@ def weighted_covariance(X, w):
     mean = weight @ means / total
     spread = means - mean
     C = comoments.sum(axis=0) + np.einsum("b,bi,bj->ij", weight, spread, spread)
-    C = np.triu(C) + np.triu(C, 1).T
-    return mean, C / total
+    return mean, 0.5 * (C + C.T) / total
 
 
 @njit(**PARALLEL_JIT)

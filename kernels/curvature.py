@@ -8,11 +8,11 @@ radius r has K = +1/r². Ricci, scalar and sectional curvature are contracted ea
 """
 from numba import njit
 
-from .config import JIT
+from .config import INLINE_JIT, JIT
 
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def _dgamma_lower(d2g, c, l, e, b):
     """``∂_c Γ_{l,eb}`` (first kind) from second derivatives of the metric."""
     return 0.5 * (d2g[c, e, b, l] + d2g[c, b, e, l] - d2g[c, l, e, b])
@@ -69,7 +69,45 @@ def ricci_point(ginv, dg, d2g, gamma, P, w, ric):
             ric[e, b] = s
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
+def scalar_point(ginv, dg, d2g, gamma, P, Y):
+    """Scalar curvature ``S = g^{be} Ric_be``, contracted before anything d⁴ is formed per pair of
+    indices; ``P`` and ``Y (d, d, d)`` are scratch. With the terms of ``ricci_point``:
+
+    ``S = g^{be} g^{al} (∂_a∂_e g_bl − ∂_a∂_l g_eb) + (P[e,a,q] − Γ^a_eq) Y[q,a,e] + w_q g^{be} Γ^q_eb``,
+    ``Y[q,a,e] = Γ^q_ab g^{be}``.
+    """
+    n = ginv.shape[0]
+    s = 0.0
+    for a in range(n):
+        for l in range(n):
+            t = 0.0
+            for b in range(n):
+                for e in range(n):
+                    t += ginv[b, e] * (d2g[a, e, b, l] - d2g[a, l, e, b])
+            s += ginv[a, l] * t
+    for e in range(n):
+        for a in range(n):
+            for q in range(n):
+                p = 0.0
+                y = 0.0
+                for l in range(n):
+                    p += ginv[a, l] * dg[e, l, q]
+                    y += gamma[q, a, l] * ginv[l, e]
+                P[e, a, q] = p
+                Y[q, a, e] = y
+    for q in range(n):
+        wq = 0.0
+        for a in range(n):
+            wq += gamma[a, a, q] - P[a, a, q]
+        s += wq * trace(ginv, gamma[q])
+        for a in range(n):
+            for e in range(n):
+                s += (P[e, a, q] - gamma[a, e, q]) * Y[q, a, e]
+    return s
+
+
+@njit(**INLINE_JIT)
 def trace(ginv, t):
     """``g^{be} t_be``."""
     n = ginv.shape[0]

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .config import JIT
+from .config import INLINE_JIT, JIT
 
 MAX_GRID_AXES = 3
 
@@ -56,7 +56,7 @@ def build_grid(X, cutoff, max_cells=None):
             1.0 / width, shape)
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def neighbour_cell(t, x, axes, origin, inv_width, shape):
     """Flat index of the ``t``-th of the 3**k cells around ``x`` (k = len(axes)); -1 if off the grid."""
     flat = 0

@@ -6,10 +6,10 @@ allocate nothing and work on caller-owned buffers.
 import numpy as np
 from numba import njit
 
-from .config import JIT
+from .config import INLINE_JIT, JIT
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def cholesky(a, low):
     """Lower Cholesky factor of the SPD matrix ``a`` (d, d) into ``low``; False if not positive definite."""
     n = a.shape[0]
@@ -31,7 +31,7 @@ def cholesky(a, low):
     return True
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def spd_inverse(a, out, work):
     """Inverse of the SPD matrix ``a`` (d, d) into ``out``; ``work`` is (d, d) scratch.
 
@@ -58,11 +58,3 @@ def spd_inverse(a, out, work):
             out[j, i] = s
     return True
 
-
-@njit(**JIT)
-def copy_into(src, dst):
-    """``dst[...] = src`` for C-contiguous arrays of one shape (compiles far faster than slice assignment)."""
-    s = src.reshape(src.size)
-    d = dst.reshape(dst.size)
-    for i in range(s.size):
-        d[i] = s[i]

@@ -7,7 +7,7 @@ generic kernels (connection, curvature, geodesics) call
 
 which writes ``g (d, d)`` and, for ``order >= 1``, ``dg[k, i, j] = ∂_k g_ij`` and, for
 ``order >= 2``, ``d2g[k, l, i, j] = ∂_k ∂_l g_ij`` at the point ``x (d,)`` into caller-owned buffers
-(``work`` is 1-D scratch of ``work_size(d)`` floats). The implementation is chosen by the record's
+(``work`` is the scratch tuple of ``workspace(d)``). The implementation is chosen by the record's
 type at compile time through ``numba.extending.overload``: one generic kernel, specialised per
 model family, and cached on disk per family (a factory closure would be recompiled in every process).
 
@@ -22,9 +22,9 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .config import JIT, uncached
+from .config import INLINE_JIT, JIT, uncached
 from .grid import neighbour_cell
-from .linalg import copy_into, spd_inverse
+from .linalg import spd_inverse
 from .validation import as_batch, as_real_array, check_finite, check_spd
 
 
@@ -77,9 +77,12 @@ class TabulatedParams(NamedTuple):
 
 
 @njit(**JIT)
-def work_size(d):
-    """Length of the 1-D scratch buffer ``metric_at`` needs in dimension ``d``."""
-    return 2 * d ** 4 + 4 * d ** 3 + 6 * d * d + 6 * d
+def workspace(d):
+    """One thread's scratch for ``metric_at`` in dimension ``d``, allocated once per block of points:
+    vectors ``(d,)`` x2, matrices ``(d, d)`` x3, rank-3 ``(d, d, d)`` x2, rank-4 ``(d, d, d, d)``.
+    (Carving views per point would cost a reshape, ~100 ns, per point.)"""
+    return (np.empty(d), np.empty(d), np.empty((d, d)), np.empty((d, d)), np.empty((d, d)),
+            np.empty((d, d, d)), np.empty((d, d, d)), np.empty((d, d, d, d)))
 
 
 def metric_at(model, x, order, g, dg, d2g, work):
@@ -96,10 +99,14 @@ def _is(typ, record):
     return isinstance(typ, types.BaseNamedTuple) and typ.instance_class is record
 
 
-def _evaluator(record):
-    """Register the decorated function as ``metric_at``'s implementation for models of ``record``."""
+def _evaluator(record, inline="always"):
+    """Register the decorated function as ``metric_at``'s implementation for models of ``record``.
+
+    Closed forms are inlined into the kernels (a call would cost more than their arithmetic); the
+    data models' evaluators, dominated by their neighbour sums, stay calls (``inline="never"``), which
+    keeps compile time down."""
     def register(impl):
-        @overload(metric_at, jit_options=JIT)
+        @overload(metric_at, jit_options=JIT, inline=inline)
         def _typed(model, x, order, g, dg, d2g, work):
             if _is(model, record):
                 return impl
@@ -107,15 +114,25 @@ def _evaluator(record):
     return register
 
 
-@overload(load_metric, jit_options=JIT)
+@overload(load_metric, jit_options=JIT, inline="always")
 def _load_tabulated(source, Q, m, order, g, dg, d2g, work):
     if _is(source, TabulatedParams):
         def impl(source, Q, m, order, g, dg, d2g, work):
-            copy_into(source.g[m], g)
+            n = g.shape[0]
+            for i in range(n):
+                for j in range(n):
+                    g[i, j] = source.g[m, i, j]
             if order >= 1:
-                copy_into(source.dg[m], dg)
+                for k in range(n):
+                    for i in range(n):
+                        for j in range(n):
+                            dg[k, i, j] = source.dg[m, k, i, j]
             if order >= 2:
-                copy_into(source.d2g[m], d2g)
+                for k in range(n):
+                    for l in range(n):
+                        for i in range(n):
+                            for j in range(n):
+                                d2g[k, l, i, j] = source.d2g[m, k, l, i, j]
         return impl
     if isinstance(source, types.BaseNamedTuple):
         def impl(source, Q, m, order, g, dg, d2g, work):
@@ -125,31 +142,28 @@ def _load_tabulated(source, Q, m, order, g, dg, d2g, work):
 
 # --- closed forms ------------------------------------------------------------------------------
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def _fill_conformal(lam, dlam_coef, d2lam_diag, d2lam_coef, x, order, g, dg, d2g):
     """``g = λ² I`` with ``∂_k λ = dlam_coef·x_k`` and ``∂_k∂_l λ = d2lam_diag·δ_kl + d2lam_coef·x_k x_l``
     (every radial conformal factor λ(|x|²) has this form)."""
     n = g.shape[0]
-    g[...] = 0.0
     for i in range(n):
-        g[i, i] = lam * lam
-    if order >= 1:
-        dg[...] = 0.0
-        for k in range(n):
-            v = 2.0 * lam * dlam_coef * x[k]
+        for j in range(n):
+            g[i, j] = lam * lam if i == j else 0.0
+    for k in range(n if order >= 1 else 0):
+        v = 2.0 * lam * dlam_coef * x[k]
+        for i in range(n):
+            for j in range(n):
+                dg[k, i, j] = v if i == j else 0.0
+        for l in range(n if order >= 2 else 0):
+            d2lam = d2lam_coef * x[k] * x[l] + (d2lam_diag if k == l else 0.0)
+            v = 2.0 * (dlam_coef * x[k] * dlam_coef * x[l] + lam * d2lam)
             for i in range(n):
-                dg[k, i, i] = v
-    if order >= 2:
-        d2g[...] = 0.0
-        for k in range(n):
-            for l in range(n):
-                d2lam = d2lam_coef * x[k] * x[l] + (d2lam_diag if k == l else 0.0)
-                v = 2.0 * (dlam_coef * x[k] * dlam_coef * x[l] + lam * d2lam)
-                for i in range(n):
-                    d2g[k, l, i, i] = v
+                for j in range(n):
+                    d2g[k, l, i, j] = v if i == j else 0.0
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def _squared_norm(x):
     s = 0.0
     for i in range(x.shape[0]):
@@ -186,26 +200,25 @@ def _half_space(model, x, order, g, dg, d2g, work):
     # g = y⁻² I, y = x_last: ∂_y g_ii = -2 y⁻³, ∂_y² g_ii = 6 y⁻⁴
     n = g.shape[0]
     inv_y = 1.0 / x[n - 1]
-    g[...] = 0.0
     for i in range(n):
-        g[i, i] = inv_y * inv_y
-    if order >= 1:
-        dg[...] = 0.0
-        for i in range(n):
-            dg[n - 1, i, i] = -2.0 * inv_y ** 3
-    if order >= 2:
-        d2g[...] = 0.0
-        for i in range(n):
-            d2g[n - 1, n - 1, i, i] = 6.0 * inv_y ** 4
+        for j in range(n):
+            g[i, j] = inv_y * inv_y if i == j else 0.0
+            for k in range(n if order >= 1 else 0):
+                dg[k, i, j] = -2.0 * inv_y ** 3 if i == j and k == n - 1 else 0.0
+                for l in range(n if order >= 2 else 0):
+                    d2g[k, l, i, j] = 6.0 * inv_y ** 4 if i == j and k == l == n - 1 else 0.0
 
 
 @_evaluator(ConstantParams)
 def _constant(model, x, order, g, dg, d2g, work):
-    copy_into(model.G, g)
-    if order >= 1:
-        dg[...] = 0.0
-    if order >= 2:
-        d2g[...] = 0.0
+    n = g.shape[0]
+    for i in range(n):
+        for j in range(n):
+            g[i, j] = model.G[i, j]
+            for k in range(n if order >= 1 else 0):
+                dg[k, i, j] = 0.0
+                for l in range(n if order >= 2 else 0):
+                    d2g[k, l, i, j] = 0.0
 
 
 # --- metrics from data: Gaussian-weighted local moments over the cell grid ---------------------
@@ -276,33 +289,11 @@ def _local_moments(p, x, order, diagonal, m1, m2, m3, m4, D):
     return m0
 
 
-@njit(**JIT)
-def _views(work, n):
-    """Carve the local models' scratch out of the 1-D ``work`` buffer."""
-    o = 0
-    D = work[o:o + n]
-    o += n
-    m1 = work[o:o + n]
-    o += n
-    m2 = work[o:o + n * n].reshape((n, n))
-    o += n * n
-    tmp = work[o:o + n * n].reshape((n, n))
-    o += n * n
-    chol = work[o:o + n * n].reshape((n, n))
-    o += n * n
-    m3 = work[o:o + n ** 3].reshape((n, n, n))
-    o += n ** 3
-    A = work[o:o + n ** 3].reshape((n, n, n))
-    o += n ** 3
-    m4 = work[o:o + n ** 4].reshape((n, n, n, n))
-    return D, m1, m2, tmp, chol, m3, A, m4
-
-
-@_evaluator(LocalDiagonalParams)
+@_evaluator(LocalDiagonalParams, inline="never")
 def _local_diagonal(model, x, order, g, dg, d2g, work):
     # h_i = Σ w D_i² + ρ, g = diag(1/h); ∂w = w D/σ², ∂D_i = -e_i (see DESIGN.md, Metric models)
     n = x.shape[0]
-    D, m1, m2, dh, chol, m3, A, m4 = _views(work, n)
+    D, m1, m2, dh, chol, m3, A, m4 = work
     m0 = _local_moments(model, x, order, True, m1, m2, m3, m4, D)
     inv_s2 = 1.0 / (model.sigma * model.sigma)
     g[...] = 0.0
@@ -332,12 +323,12 @@ def _local_diagonal(model, x, order, g, dg, d2g, work):
                     d2g[k, l, i, i] = -d2h * gi * gi + 2.0 * dh[k, i] * dh[l, i] * gi * gi * gi
 
 
-@_evaluator(LocalCovarianceParams)
+@_evaluator(LocalCovarianceParams, inline="never")
 def _local_covariance(model, x, order, g, dg, d2g, work):
     # C = S2/W with W = Σw, S2 = Σ w D Dᵀ; M = C + ρI; g = M⁻¹, ∂g = -g ∂M g,
     # ∂_k∂_l g = -(A_k ∂_l g + A_l ∂_k g + g ∂_k∂_l M g) with A_k = g ∂_k M.
     n = x.shape[0]
-    D, m1, C, tmp, chol, dC, A, d2C = _views(work, n)
+    D, m1, C, tmp, chol, dC, A, d2C = work
     W = _local_moments(model, x, order, False, m1, C, dC, d2C, D)
     inv_s2 = 1.0 / (model.sigma * model.sigma)
     if W > 0.0:
@@ -419,7 +410,7 @@ def _local_covariance(model, x, order, g, dg, d2g, work):
                         d2g[l, k, i, j] = -s
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def _matmul(a, b, out):
     n = a.shape[0]
     for i in range(n):
@@ -437,12 +428,12 @@ _FIRST = np.array([1.0, -8.0, 8.0, -1.0]) / 12.0            # f' ≈ Σ c f(x + 
 _SECOND = np.array([-1.0, 16.0, 16.0, -1.0]) / 12.0          # f'' ≈ (Σ c f(x + o h) - 30/12 f(x)) / h²
 
 
-@_evaluator(CustomParams)
+@_evaluator(CustomParams, inline="never")
 def _custom(model, x, order, g, dg, d2g, work):
     n = x.shape[0]
     h = model.step
-    xs = work[:n]
-    gs = work[n:n + n * n].reshape((n, n))
+    xs = work[0]
+    gs = work[2]
     model.g_fn(x, g)
     if order >= 1:
         dg[...] = 0.0
@@ -450,7 +441,7 @@ def _custom(model, x, order, g, dg, d2g, work):
         d2g[...] = 0.0
     if order < 1:
         return
-    copy_into(x, xs)
+    xs[:] = x
     for k in range(n):
         for a in range(4):
             xs[k] = x[k] + _STENCIL_OFFSETS[a] * h
