@@ -100,7 +100,7 @@ class Euclidean(MetricModel):
 
     def __init__(self, dim):
         self.dim = check_dim(dim)
-        self._params = km.EuclideanParams(self.dim)
+        self._params = km.EuclideanParams(km.static_dim(self.dim))
 
 
 class Sphere(MetricModel):
@@ -112,7 +112,7 @@ class Sphere(MetricModel):
     def __init__(self, dim, radius=1.0):
         self.dim = check_dim(dim)
         self.radius = check_positive(radius, "radius")
-        self._params = km.SphereParams(self.dim, self.radius)
+        self._params = km.SphereParams(km.static_dim(self.dim), self.radius)
 
     def __repr__(self):
         return f"Sphere(dim={self.dim}, radius={self.radius})"
@@ -130,7 +130,7 @@ class Hyperbolic(MetricModel):
         if model not in ("halfspace", "ball"):
             raise ValueError(f"model must be 'halfspace' or 'ball', got {model!r}")
         self.model = model
-        self._params = (km.HalfSpaceParams if model == "halfspace" else km.BallParams)(self.dim)
+        self._params = (km.HalfSpaceParams if model == "halfspace" else km.BallParams)(km.static_dim(self.dim))
 
     def __repr__(self):
         return f"Hyperbolic(dim={self.dim}, model={self.model!r})"

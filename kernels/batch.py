@@ -8,10 +8,11 @@ The public array functions (``christoffel(g, dg)``, ...) run the same driver on 
 import numpy as np
 from numba import njit, prange
 
-from .config import INLINE_JIT, JIT, PARALLEL_JIT, block_bounds, block_count
-from .connection import christoffel_derivative_point, geometry_at, point_buffers
+from .config import JIT, PARALLEL_JIT, block_bounds, block_count
+from .connection import christoffel_derivative_point, christoffel_point, point_buffers
 from .curvature import ricci_point, riemann_point, scalar_point, sectional_point
-from .metric import load_metric, run, tabulated_source
+from .linalg import spd_inverse
+from .metric import load_metric, point_dim, run, tabulated_source
 from .validation import as_plane
 
 METRIC, CHRISTOFFEL, RIEMANN, RICCI, SCALAR, SECTIONAL = range(6)
@@ -22,11 +23,13 @@ _TENSOR_RANK = {CHRISTOFFEL: 3, RIEMANN: 4, RICCI: 2, SCALAR: 0, SECTIONAL: 0}
 def pointwise_kernel(source, Q, U, V, quantity, order, n_blocks, out):
     """Write ``quantity`` at every point ``m`` of ``Q (M, d)`` into the row ``out[m]``.
 
+    The metric is evaluated to ``order`` (1 suffices for ``CHRISTOFFEL``, curvature needs 2).
     ``METRIC`` writes ``g``, then ``dg`` and ``d2g`` up to ``order``, flattened and concatenated;
     ``SECTIONAL`` uses the planes ``U[m], V[m]`` (unused otherwise, may be empty). A point whose
     metric is not positive definite gets a NaN row.
     """
-    M, n = Q.shape
+    M = Q.shape[0]
+    n = point_dim(source, Q)
     for blk in prange(n_blocks):
         buffers = point_buffers(n)
         g, ginv, dg, d2g, gamma, chol, work = buffers
@@ -43,16 +46,19 @@ def pointwise_kernel(source, Q, U, V, quantity, order, n_blocks, out):
         lo, hi = block_bounds(blk, n_blocks, M)
         for m in range(lo, hi):
             row = out[m]
+            load_metric(source, Q, m, order, g, dg, d2g, work)
             if quantity == METRIC:
-                load_metric(source, Q, m, order, g, dg, d2g, work)
                 _write(row, 0, g_flat)
                 if order >= 1:
                     _write(row, n * n, dg_flat)
                 if order >= 2:
                     _write(row, n * n + n ** 3, d2g_flat)
-            elif not geometry_at(source, Q, m, 1 if quantity == CHRISTOFFEL else 2, buffers):
+                continue
+            if not spd_inverse(g, ginv, chol):
                 row[:] = np.nan
-            elif quantity == CHRISTOFFEL:
+                continue
+            christoffel_point(ginv, dg, gamma)
+            if quantity == CHRISTOFFEL:
                 _write(row, 0, gamma_flat)
             elif quantity == RIEMANN:
                 christoffel_derivative_point(ginv, dg, d2g, gamma, dgamma)
@@ -67,7 +73,7 @@ def pointwise_kernel(source, Q, U, V, quantity, order, n_blocks, out):
                 row[0] = sectional_point(g, dg, d2g, gamma, U[m], V[m], v1, v2)
 
 
-@njit(**INLINE_JIT)
+@njit(**JIT)
 def _write(row, offset, flat):
     for i in range(flat.size):
         row[offset + i] = flat[i]
@@ -82,6 +88,7 @@ def evaluate(source, Q, quantity, U=None, V=None, order=2):
         width = sum(n ** r for r in (2, 3, 4)[:order + 1])
     else:
         width = n ** _TENSOR_RANK[quantity]
+        order = 1 if quantity == CHRISTOFFEL else 2
     out = np.empty((M, max(width, 1)))
     run(pointwise_kernel, source, Q, empty if U is None else U, empty if V is None else V,
         quantity, order, block_count(M), out)

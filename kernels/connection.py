@@ -1,34 +1,20 @@
 """Levi-Civita connection: Christoffel symbols and their derivatives, point-wise and batched.
 
 ``gamma[k, i, j] = Γ^k_ij = ½ g^{kl}(∂_i g_jl + ∂_j g_il − ∂_l g_ij)`` (second kind).
-The point functions work on caller-owned buffers; ``PointGeometry`` holds one thread's buffers and
-``geometry_at`` fills them for one point of any metric source (a model or tabulated arrays).
+The point functions work on caller-owned buffers; ``point_buffers`` makes one thread's set.
 """
 import numpy as np
 from numba import njit, prange
 
 from .config import INLINE_JIT, JIT
-from .linalg import spd_inverse
-from .metric import load_metric, workspace
+from .metric import workspace
 
 
-@njit(**JIT)
+@njit(**INLINE_JIT)
 def point_buffers(n):
     """One thread's per-point buffers: ``(g, ginv, dg, d2g, gamma, chol, work)``."""
     return (np.empty((n, n)), np.empty((n, n)), np.empty((n, n, n)), np.empty((n, n, n, n)),
             np.empty((n, n, n)), np.empty((n, n)), workspace(n))
-
-
-@njit(**INLINE_JIT)
-def geometry_at(source, Q, m, order, buffers):
-    """Metric (to ``order``), its inverse and, for ``order >= 1``, Γ at point ``m``; False if g is not SPD."""
-    g, ginv, dg, d2g, gamma, chol, work = buffers
-    load_metric(source, Q, m, order, g, dg, d2g, work)
-    if not spd_inverse(g, ginv, chol):
-        return False
-    if order >= 1:
-        christoffel_point(ginv, dg, gamma)
-    return True
 
 
 @njit(**INLINE_JIT)
