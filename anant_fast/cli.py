@@ -30,6 +30,10 @@ def demo(n=20000, sigma=0.05, rho=1e-3, seed=0, out=sys.stdout):
     t = time.perf_counter()
     model = metrics.LocalCovariance(X, sigma, rho=rho)
     timings["fit LocalCovariance"] = time.perf_counter() - t
+    t = time.perf_counter()  # first calls compile (or load from Numba's on-disk cache)
+    model.scalar_curvature(X[:2])
+    metrics.Covariance(X[:10]).outliers()
+    timings["compile / load kernels"] = time.perf_counter() - t
     t = time.perf_counter()
     S = model.scalar_curvature(X)
     timings["scalar curvature"] = time.perf_counter() - t

@@ -121,3 +121,16 @@ def test_covariance_does_not_depend_on_thread_count():
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(metrics.Covariance(X).G, serial)
     np.testing.assert_array_equal(metrics.Covariance(X).mahalanobis(X), m_serial)
+
+
+def test_condition_number():
+    np.testing.assert_allclose(metrics.Sphere(3).condition_number(rng.normal(size=(4, 3))), 1.0, rtol=1e-12)
+    X = rng.normal(size=(2000, 3)) * [1.0, 2.0, 5.0]
+    model = metrics.Covariance(X)
+    eig = np.linalg.eigvalsh(model.G)
+    np.testing.assert_allclose(model.condition_number(X[:3]), eig[-1] / eig[0], rtol=1e-10)
+    assert model.condition_number(X[0]) == pytest.approx(eig[-1] / eig[0], rel=1e-10)
+    local = metrics.LocalDiagonal(X, 0.5, rho=0.1)
+    g = local.metric(X[:5])
+    np.testing.assert_allclose(local.condition_number(X[:5]),
+                               g.diagonal(axis1=1, axis2=2).max(1) / g.diagonal(axis1=1, axis2=2).min(1), rtol=1e-12)
