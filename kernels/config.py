@@ -7,7 +7,6 @@ import hashlib
 import pathlib
 
 import numba
-import numpy as np
 
 JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 """Options of every serial kernel and helper."""
@@ -52,11 +51,6 @@ def uncached(kernel):
         options["cache"] = False
         twin = _UNCACHED[kernel] = numba.njit(**options)(kernel.py_func)
     return twin
-
-
-def as_float_array(a):
-    """``a`` as a C-contiguous float64 array, without copying when it already is one."""
-    return np.ascontiguousarray(a, dtype=np.float64)
 
 
 def _drop_stale_cache():
