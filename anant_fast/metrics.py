@@ -272,7 +272,7 @@ class Custom(MetricModel):
             raise TypeError(f"g_fn does not compile as g_fn(x (dim,) float64, out (dim, dim) float64): "
                             f"{exc}") from None
         self.g_fn = g_fn
-        self._params = km.CustomParams(g_fn, self.dim, self.step)
+        self._params = km.CustomParams(g_fn, self.step)
 
     def _check_chart(self, Q):
         (g,) = batch.evaluate(self._params, Q, batch.METRIC, order=0)

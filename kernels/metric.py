@@ -27,6 +27,11 @@ from .grid import neighbour_cell
 from .linalg import spd_inverse
 from .validation import as_batch, as_real_array, check_finite, check_spd
 
+_OVERLOAD_JIT = dict(JIT, cache=False)
+"""Options of the overload implementations below. They are compiled into the cached kernels that call
+them, so caching them on their own adds nothing; and an implementation specialised on a ``Custom``
+record (whose type changes in every process) would leave a new cache file behind on every run."""
+
 
 # Closed-form records carry ``static_dim``, an empty array with one axis per dimension: its number
 # of axes is part of the record's type, so kernels are compiled per dimension with loop bounds the
@@ -78,7 +83,6 @@ LocalCovarianceParams.__doc__ = "g(x) = (C(x) + ρI)⁻¹, C the w-weighted loca
 class CustomParams(NamedTuple):
     """A user's compiled ``g_fn(x, out)``; derivatives by 4th-order central differences of width ``step``."""
     g_fn: object
-    dim: int
     step: float
 
 
@@ -104,7 +108,7 @@ def point_dim(source, Q):
     raise NotImplementedError("point_dim is only callable from compiled code")
 
 
-@overload(point_dim, jit_options=JIT, inline="always")
+@overload(point_dim, jit_options=_OVERLOAD_JIT, inline="always")
 def _point_dim(source, Q):
     if isinstance(source, types.BaseNamedTuple) and "static_dim" in source.fields:
         d = source.types[source.fields.index("static_dim")].ndim
@@ -134,7 +138,7 @@ def _evaluator(record, inline="always"):
     data models' evaluators, dominated by their neighbour sums, stay calls (``inline="never"``), which
     keeps compile time down."""
     def register(impl):
-        @overload(metric_at, jit_options=JIT, inline=inline)
+        @overload(metric_at, jit_options=_OVERLOAD_JIT, inline=inline)
         def _typed(model, x, order, g, dg, d2g, work):
             if _is(model, record):
                 return impl
@@ -142,7 +146,7 @@ def _evaluator(record, inline="always"):
     return register
 
 
-@overload(load_metric, jit_options=JIT, inline="always")
+@overload(load_metric, jit_options=_OVERLOAD_JIT, inline="always")
 def _load_tabulated(source, Q, m, order, g, dg, d2g, work):
     if _is(source, TabulatedParams):
         def impl(source, Q, m, order, g, dg, d2g, work):

@@ -94,3 +94,30 @@ def test_second_process_loads_every_kernel_from_the_cache():
     assert second.returncode == 0, second.stderr
     misses, hits = map(int, second.stdout.split())
     assert misses == 0 and hits == 9, second.stdout
+
+
+CUSTOM_PROBE = textwrap.dedent("""
+    import numpy as np
+    from numba import njit
+    from anant_fast import metrics
+
+    @njit
+    def flat(x, out):
+        out[:, :] = 0.0
+        for i in range(out.shape[0]):
+            out[i, i] = 1.0 + x[0] * x[0]
+
+    print(metrics.Custom(flat, 2).scalar_curvature(np.ones((3, 2)))[0])
+""")
+
+
+def test_custom_models_leave_no_cache_files_behind(tmp_path):
+    """A user's function has a new type in every process: nothing specialised on it may be cached.
+    (A private cache folder keeps parallel test workers out of the count.)"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", CUSTOM_PROBE], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        runs.append(sorted(p.name for p in tmp_path.rglob("*.nb[ic]")))
+    assert runs[0] and runs[1] == runs[0]
