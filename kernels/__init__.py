@@ -6,5 +6,6 @@ Array API (metric and derivatives given as arrays, point axis first, see DESIGN.
 The fused per-model paths live behind ``anant_fast.metrics``.
 """
 from .batch import christoffel, ricci, riemann, scalar_curvature, sectional_curvature
+from . import superposition  # noqa: F401  (kernels.superposition: layer-superposition kernels)
 
 __all__ = ["christoffel", "riemann", "ricci", "scalar_curvature", "sectional_curvature"]

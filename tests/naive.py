@@ -316,3 +316,132 @@ def local_covariance(X, sigma, rho, Q):
     w_n(x) = exp(-|X_n - x|^2 / (2 sigma^2)).
     """
     return _by_chunks(_local_covariance, X, Q, sigma, rho)
+
+
+# ---------------------------------------------------------------------------
+# Layer superposition (kernels/superposition.py, anant_fast/layers.py)
+# ---------------------------------------------------------------------------
+# Amplitudes psi (..., S), complex; one state per entity over S basis states.
+
+def sp_normalize(psi):
+    """psi / |psi| per entity."""
+    return psi / np.linalg.norm(psi, axis=-1, keepdims=True)
+
+
+def sp_probabilities(psi):
+    return np.abs(psi) ** 2
+
+
+def sp_entropy(psi):
+    """-sum p log p of p = |psi|^2, with 0 log 0 = 0."""
+    p = sp_probabilities(psi)
+    logp = np.log(np.where(p > 0, p, 1.0))
+    return -(p * logp).sum(axis=-1)
+
+
+def sp_coherence(psi):
+    """l1 coherence sum_{a != b} |psi_a| |psi_b|, as an explicit double sum."""
+    m = np.abs(psi)
+    outer = m[..., :, None] * m[..., None, :]
+    return outer.sum(axis=(-1, -2)) - np.einsum("...aa->...", outer)
+
+
+def sp_evolve(psi, U):
+    return sp_normalize(np.einsum("ab,...b->...a", U, psi))
+
+
+def sp_observe(psi, likelihood):
+    """Bayes: probabilities p * likelihood, renormalised; phases kept."""
+    return sp_normalize(psi * np.sqrt(likelihood))
+
+
+def sp_superpose(psi_layers, weights):
+    return sp_normalize(np.tensordot(np.asarray(weights, float), psi_layers, axes=1))
+
+
+def sp_propagate(psi_layers, parent, alpha, direction):
+    """One simultaneous propagation step along parent links (see kernels.superposition.propagate)."""
+    new = psi_layers.copy()
+    for l, p in enumerate(parent):
+        if direction == "down" and p >= 0:
+            new[l] = (1 - alpha) * psi_layers[l] + alpha * psi_layers[p]
+        if direction == "up":
+            children = [c for c, q in enumerate(parent) if q == l]
+            if children:
+                new[l] = (1 - alpha) * psi_layers[l] + alpha * psi_layers[children].mean(axis=0)
+    return sp_normalize(new)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def philox4x32(counter, key, rounds=10):
+    """Philox-4x32 on Python ints: counter (4 words), key (2 words) -> 4 words (Random123)."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & _M32, (k1 + 0xBB67AE85) & _M32
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & _M32, (p0 >> 32) ^ c3 ^ k1, p0 & _M32
+    return c0, c1, c2, c3
+
+
+def uniform_pair(seed, index, step, stream):
+    """The two uniforms of key (seed, index, step, stream): 53 bits each from two words."""
+    r = philox4x32((index & _M32, index >> 32, step, stream), (seed & _M32, seed >> 32))
+    return (((r[0] << 32) | r[1]) >> 11) * 2.0 ** -53, (((r[2] << 32) | r[3]) >> 11) * 2.0 ** -53
+
+
+def born(psi_row, u):
+    """Inverse CDF: first a with cumsum(p)[a] > u * sum(p)."""
+    cum = np.cumsum(psi_row.real ** 2 + psi_row.imag ** 2)
+    return int(np.searchsorted(cum, u * cum[-1], side="right"))
+
+
+def collapse_outcomes(psi, seed, step=0, offset=0):
+    """Outcomes (G, n) of psi (G, n, S), entity j of layer g keyed (seed, offset + j, step, g)."""
+    G, n, _ = psi.shape
+    return np.array([[born(psi[g, j], uniform_pair(seed, offset + j, step, g)[0]) for j in range(n)]
+                     for g in range(G)])
+
+
+class AnantEntity:
+    """Anant's object-per-entity quantum state: a dict state -> probability, np.random collapse."""
+
+    def __init__(self, states):
+        self.states = {s: 1.0 / len(states) for s in states}
+        self.collapsed = None
+
+    def normalize(self):
+        total = sum(self.states.values())
+        self.states = {k: v / total for k, v in self.states.items()}
+
+    def observe(self, likelihood):
+        self.states = {k: v * likelihood[k] for k, v in self.states.items()}
+        self.normalize()
+
+    def entropy(self):
+        return -sum(p * np.log(p) for p in self.states.values() if p > 0)
+
+    def collapse(self, rng):
+        names = list(self.states)
+        self.collapsed = names[rng.choice(len(names), p=list(self.states.values()))]
+        return self.collapsed
+
+
+def anant_style_step(entities, layer_weights, likelihoods, rng):
+    """One update in Anant's style: per entity and layer, observe, normalise, then superpose the
+    layers' probabilities by weight, take the entropy and collapse. entities[i][l] is an AnantEntity."""
+    out = []
+    total = sum(layer_weights)
+    for per_layer, lik in zip(entities, likelihoods):
+        mixed = {}
+        for state, w in zip(per_layer, layer_weights):
+            state.observe(lik)
+            for k, v in state.states.items():
+                mixed[k] = mixed.get(k, 0.0) + w * v / total
+        summary = AnantEntity(list(mixed))
+        summary.states = mixed
+        out.append((summary.entropy(), summary.collapse(rng)))
+    return out

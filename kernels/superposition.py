@@ -1,0 +1,706 @@
+"""Layer superposition: batched, parallel kernels on complex amplitudes.
+
+Amplitudes ``psi (..., S)`` hold one state over ``S`` basis states per entity: one layer ``(N, S)`` or
+a stack ``(L, N, S)``. Entities lie along the second-to-last axis (index ``j``); earlier axes (layers)
+are flattened. Kernels return new arrays and never modify their input; ``out=`` writes the result
+into a given array instead (in place when it is ``psi`` itself; on error it may hold partial results).
+Kernels that produce states (``normalize``, ``evolve``, ``observe``, ``superpose``, ``propagate``)
+return them normalised. Statistics (``probabilities``, ``entropy``, ``coherence``) are those of the
+states as given (the Born rule assumes them normalised).
+
+Inputs are validated at the boundary (shapes, dtypes, unitarity, likelihoods); the finiteness and
+non-zero norm of every entity are checked by the kernels' own pass over the amplitudes, and a bad
+entity is a ValueError that names it. Inside, amplitudes are handled as interleaved float64
+(re, im) pairs: one fused per-entity kernel serves every state update and statistic, one the
+Born-rule collapse.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .config import INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
+from .random import uniform_pair
+from .validation import as_real_array, check_finite
+
+UNITARY_TOL = 1e-10
+"""Largest ``|U^H U − I|`` entry accepted for a unitary."""
+
+_ZERO, _NONFINITE = 1, 2
+"""Per-entity flags of the kernels: a state of zero norm, a state with NaN or inf."""
+
+
+CHUNK = 64
+"""Entities per chunk: the kernels transpose a chunk of state rows into ``(component, entity)``
+scratch (row ``2a`` the real part of state ``a``, row ``2a + 1`` its imaginary part), so that
+their inner loops run over entities and vectorise whatever ``S``."""
+
+BLOCK = 4
+"""Side of the blocks of ``U`` in the matrix-vector product; states are zero-padded to a multiple."""
+
+
+@njit(**INLINE_JIT)
+def padded(S):
+    """``S`` rounded up to a multiple of ``BLOCK``."""
+    return -(-S // BLOCK) * BLOCK
+
+
+@njit(**INLINE_JIT)
+def _flag(q):
+    """Flag of a squared norm ``q``: 0 when finite and > 0."""
+    if not np.isfinite(q):
+        return _NONFINITE
+    return _ZERO if q == 0.0 else 0
+
+
+@njit(**INLINE_JIT)
+def _gather(src, j0, nb, X):
+    """``X[c, e] = src[j0 + e, c]`` for the ``nb`` rows of ``src (n, 2S)`` from ``j0``."""
+    rows = src[j0:j0 + nb]
+    for c in range(src.shape[1]):
+        for e in range(nb):
+            X[c, e] = rows[e, c]
+
+
+@njit(**INLINE_JIT)
+def _scatter(X, j0, nb, dst):
+    """Inverse of ``_gather``: ``dst[j0 + e, c] = X[c, e]``."""
+    rows = dst[j0:j0 + nb]
+    for c in range(dst.shape[1]):
+        for e in range(nb):
+            rows[e, c] = X[c, e]
+
+
+@njit(**INLINE_JIT)
+def _matvec(Ur, Ui, T, X, nb):
+    """``x[:, e] = U t[:, e]`` for ``e < nb``, on interleaved rows; ``U = Ur + i Ui`` is
+    ``(Sp, Sp)``, ``Sp`` a multiple of 4, and ``T``, ``X`` have ``2 Sp`` rows.
+
+    Works on 4 x 4 blocks of ``U``: 32 coefficients in registers, 8 accumulator rows updated once
+    per 4 input states, the loop over entities vectorised.
+    """
+    Sp = Ur.shape[0]
+    for a in range(0, Sp, BLOCK):
+        x0r, x0i, x1r, x1i = X[2 * a], X[2 * a + 1], X[2 * a + 2], X[2 * a + 3]
+        x2r, x2i, x3r, x3i = X[2 * a + 4], X[2 * a + 5], X[2 * a + 6], X[2 * a + 7]
+        for e in range(nb):
+            x0r[e] = x1r[e] = x2r[e] = x3r[e] = 0.0
+            x0i[e] = x1i[e] = x2i[e] = x3i[e] = 0.0
+        for c in range(0, Sp, BLOCK):
+            t0, s0, t1, s1 = T[2 * c], T[2 * c + 1], T[2 * c + 2], T[2 * c + 3]
+            t2, s2, t3, s3 = T[2 * c + 4], T[2 * c + 5], T[2 * c + 6], T[2 * c + 7]
+            r00, r01, r02, r03 = Ur[a, c], Ur[a, c + 1], Ur[a, c + 2], Ur[a, c + 3]
+            r10, r11, r12, r13 = Ur[a + 1, c], Ur[a + 1, c + 1], Ur[a + 1, c + 2], Ur[a + 1, c + 3]
+            r20, r21, r22, r23 = Ur[a + 2, c], Ur[a + 2, c + 1], Ur[a + 2, c + 2], Ur[a + 2, c + 3]
+            r30, r31, r32, r33 = Ur[a + 3, c], Ur[a + 3, c + 1], Ur[a + 3, c + 2], Ur[a + 3, c + 3]
+            i00, i01, i02, i03 = Ui[a, c], Ui[a, c + 1], Ui[a, c + 2], Ui[a, c + 3]
+            i10, i11, i12, i13 = Ui[a + 1, c], Ui[a + 1, c + 1], Ui[a + 1, c + 2], Ui[a + 1, c + 3]
+            i20, i21, i22, i23 = Ui[a + 2, c], Ui[a + 2, c + 1], Ui[a + 2, c + 2], Ui[a + 2, c + 3]
+            i30, i31, i32, i33 = Ui[a + 3, c], Ui[a + 3, c + 1], Ui[a + 3, c + 2], Ui[a + 3, c + 3]
+            for e in range(nb):
+                a0, a1, a2, a3 = t0[e], t1[e], t2[e], t3[e]
+                b0, b1, b2, b3 = s0[e], s1[e], s2[e], s3[e]
+                x0r[e] += r00 * a0 - i00 * b0 + r01 * a1 - i01 * b1 + r02 * a2 - i02 * b2 + r03 * a3 - i03 * b3
+                x0i[e] += r00 * b0 + i00 * a0 + r01 * b1 + i01 * a1 + r02 * b2 + i02 * a2 + r03 * b3 + i03 * a3
+                x1r[e] += r10 * a0 - i10 * b0 + r11 * a1 - i11 * b1 + r12 * a2 - i12 * b2 + r13 * a3 - i13 * b3
+                x1i[e] += r10 * b0 + i10 * a0 + r11 * b1 + i11 * a1 + r12 * b2 + i12 * a2 + r13 * b3 + i13 * a3
+                x2r[e] += r20 * a0 - i20 * b0 + r21 * a1 - i21 * b1 + r22 * a2 - i22 * b2 + r23 * a3 - i23 * b3
+                x2i[e] += r20 * b0 + i20 * a0 + r21 * b1 + i21 * a1 + r22 * b2 + i22 * a2 + r23 * b3 + i23 * a3
+                x3r[e] += r30 * a0 - i30 * b0 + r31 * a1 - i31 * b1 + r32 * a2 - i32 * b2 + r33 * a3 - i33 * b3
+                x3i[e] += r30 * b0 + i30 * a0 + r31 * b1 + i31 * a1 + r32 * b2 + i32 * a2 + r33 * b3 + i33 * a3
+
+
+@njit(**INLINE_JIT)
+def _normalise(X, S2, nb, q, fl):
+    """Scale the columns ``e < nb`` of ``X`` (rows ``< S2 = 2S``) to unit norm; a column of zero or
+    non-finite norm is left as is and flagged in ``fl[e]``."""
+    q[:nb] = 0.0
+    for c in range(S2):
+        for e in range(nb):
+            q[e] += X[c, e] * X[c, e]
+    for e in range(nb):
+        f = _flag(q[e])
+        fl[e] = max(fl[e], f)
+        q[e] = 1.0 / np.sqrt(q[e]) if f == 0 else 1.0
+    for c in range(S2):
+        for e in range(nb):
+            X[c, e] *= q[e]
+
+
+@njit(**INLINE_JIT)
+def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl):
+    """Rows ``[t, j0 + e]`` of the non-empty outputs from the columns ``e < nb`` of ``X``:
+    ``|x|²``, its Shannon entropy and the l1 coherence ``(Σ|x_a|)² − Σ|x_a|²``; flags ``fl``."""
+    q[:nb] = 0.0
+    l1[:nb] = 0.0
+    for a in range(S):
+        for e in range(nb):
+            p = X[2 * a, e] * X[2 * a, e] + X[2 * a + 1, e] * X[2 * a + 1, e]
+            P[a, e] = p
+            q[e] += p
+            l1[e] += np.sqrt(p)
+    for e in range(nb):
+        fl[e] = max(fl[e], _flag(q[e]))
+    if entropy.shape[0] > 0:
+        for e in range(nb):
+            h = 0.0
+            for a in range(S):
+                if P[a, e] > 0.0:
+                    h -= P[a, e] * np.log(P[a, e])
+            entropy[t, j0 + e] = h
+    if coherence.shape[0] > 0:
+        for e in range(nb):
+            coherence[t, j0 + e] = l1[e] * l1[e] - q[e]
+    if probs.shape[0] > 0:
+        _scatter(P, j0, nb, probs[t])
+
+
+@njit(**PARALLEL_JIT)
+def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
+                 coherence, n_blocks, flags, counts):
+    """One pass per entity ``j`` over the states ``psi[g, j]`` (``psi (G, n, 2S)``, interleaved):
+
+    1. transform each ``x_g``: ``x ← U[u_of[g]] x`` if ``u_of[g] >= 0``, then
+       ``x ← sqrt(lik[lik_of[g], j]) ⊙ x`` if ``lik_of[g] >= 0`` (row 0 when ``lik`` has one row),
+       then normalise if transformed or ``renorm``; written to ``states (G, n, 2S)`` unless empty;
+    2. mix, if ``mix (R, G)`` is not empty: ``y_r = normalise(Σ_g mix[r, g] x_g)`` into
+       ``mixed (R, n, 2S)``;
+    3. statistics of the ``y_r`` (else of the ``x_g``) into ``probs (T, n, S)``, ``entropy (T, n)``,
+       ``coherence (T, n)``, each skipped when empty.
+
+    ``Ur``/``Ui (K, Sp, Sp)``: real and imaginary parts of the unitaries, zero-padded to
+    ``Sp = padded(S)``. An entity whose state (or mixture) is zero or not finite gets ``flags[j]``
+    set (``_ZERO``/``_NONFINITE``); ``counts[b]`` counts the flagged entities of block ``b``.
+    """
+    G, n, S2 = psi.shape
+    S = S2 // 2
+    Sp2 = 2 * padded(S)
+    R = mix.shape[0]
+    one_lik_row = lik.shape[1] == 1
+    stats = probs.shape[0] + entropy.shape[0] + coherence.shape[0] > 0
+    for b in prange(n_blocks):
+        lo, hi = block_bounds(b, n_blocks, n)
+        X = np.zeros((G, Sp2, CHUNK))   # the chunk's states (padding rows stay 0)
+        T = np.zeros((Sp2, CHUNK))      # input of a product with U
+        Y = np.empty((S2, CHUNK))       # a mixture
+        W = np.empty((S, CHUNK))        # sqrt(likelihood)
+        P = np.empty((S, CHUNK))        # probabilities
+        q = np.empty(CHUNK)
+        l1 = np.empty(CHUNK)
+        fl = np.empty(CHUNK, np.int64)
+        bad = 0
+        for j0 in range(lo, hi, CHUNK):
+            nb = min(CHUNK, hi - j0)
+            fl[:] = 0
+            w_row = -1
+            for g in range(G):
+                x = X[g]
+                k = u_of[g]
+                m = lik_of[g]
+                if k >= 0:
+                    _gather(psi[g], j0, nb, T)
+                    _matvec(Ur[k], Ui[k], T, x, nb)
+                else:
+                    _gather(psi[g], j0, nb, x)
+                if m >= 0:
+                    if m != w_row:
+                        for e in range(nb):
+                            i = 0 if one_lik_row else j0 + e
+                            for a in range(S):
+                                W[a, e] = np.sqrt(lik[m, i, a])
+                        w_row = m
+                    for a in range(S):
+                        for e in range(nb):
+                            x[2 * a, e] *= W[a, e]
+                            x[2 * a + 1, e] *= W[a, e]
+                if renorm or k >= 0 or m >= 0:
+                    _normalise(x, S2, nb, q, fl)
+                if states.shape[0] > 0:
+                    _scatter(x, j0, nb, states[g])
+            for r in range(R):
+                Y[:, :nb] = 0.0
+                for g in range(G):
+                    coef = mix[r, g]
+                    if coef != 0.0:
+                        for c in range(S2):
+                            for e in range(nb):
+                                Y[c, e] += coef * X[g, c, e]
+                _normalise(Y, S2, nb, q, fl)
+                _scatter(Y, j0, nb, mixed[r])
+                if stats:
+                    _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl)
+            if R == 0 and stats:
+                for g in range(G):
+                    _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl)
+            for e in range(nb):
+                if fl[e]:
+                    flags[j0 + e] = fl[e]
+                    bad += 1
+        counts[b] = bad
+
+
+@njit(**INLINE_JIT)
+def _born(psi, g, j, u):
+    """Born-rule outcome of the interleaved state ``psi[g, j] (2S,)`` for the uniform ``u``: the first
+    ``a`` with ``Σ_{b<=a} |psi_b|² > u Σ_b |psi_b|²`` (the last state of non-zero probability if
+    rounding leaves none); ``−_ZERO`` / ``−_NONFINITE`` for a zero / non-finite state."""
+    S = psi.shape[2] // 2
+    total = 0.0
+    for a in range(S):
+        total += psi[g, j, 2 * a] * psi[g, j, 2 * a] + psi[g, j, 2 * a + 1] * psi[g, j, 2 * a + 1]
+    f = _flag(total)
+    if f:
+        return -f
+    target = u * total
+    acc = 0.0
+    below = 0   # states whose cumulative probability is <= target: the index of the outcome
+    last = 0
+    for a in range(S):
+        p = psi[g, j, 2 * a] * psi[g, j, 2 * a] + psi[g, j, 2 * a + 1] * psi[g, j, 2 * a + 1]
+        acc += p   # same sums in the same order as total: acc ends equal to total
+        below += acc <= target
+        last = a if p > 0.0 else last
+    return min(below, last)
+
+
+@njit(**INLINE_JIT)
+def _draws(seed, step, stream, index, offset, j0, nb, u, v):
+    """First (``u``) and second (``v``) uniforms of the keys of entities ``j0 + e``, ``e < nb``:
+    ``(seed, index[j] (or offset + j when index is empty), step, stream)``. Vectorises."""
+    if index.shape[0] > 0:
+        for e in range(nb):
+            u[e], v[e] = uniform_pair(seed, np.uint64(index[j0 + e]), step, stream)
+    else:
+        for e in range(nb):
+            u[e], v[e] = uniform_pair(seed, offset + np.uint64(j0 + e), step, stream)
+
+
+@njit(**PARALLEL_JIT)
+def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, counts):
+    """``out[g, j]`` = Born-rule outcome of ``psi[g, j]`` (``psi (G, n, 2S)``) drawn from the first
+    uniform of the key of entity ``j`` (see ``_draws``) in stream ``streams[g]``; negative for a
+    zero or non-finite state, counted per block in ``counts``."""
+    G, n, _ = psi.shape
+    for b in prange(n_blocks):
+        lo, hi = block_bounds(b, n_blocks, n)
+        u = np.empty(CHUNK)
+        v = np.empty(CHUNK)
+        bad = 0
+        for g in range(G):
+            stream = np.uint64(streams[g])
+            for j0 in range(lo, hi, CHUNK):
+                nb = min(CHUNK, hi - j0)
+                _draws(seed, step, stream, index, offset, j0, nb, u, v)
+                for e in range(nb):
+                    a = _born(psi, g, j0 + e, u[e])
+                    out[g, j0 + e] = a
+                    bad += a < 0
+        counts[b] = bad
+
+
+@njit(**PARALLEL_JIT)
+def correlate_kernel(streams, index, offset, seed, step, pairs, strengths, out):
+    """For each pair ``(f, s)``: ``out[g, s] = out[g, f]`` when the second uniform of ``s``'s key is
+    below ``strengths[p]`` (``s`` keeps its own Born outcome otherwise). Pairs must be disjoint."""
+    G = out.shape[0]
+    for p in prange(pairs.shape[0]):
+        f = pairs[p, 0]
+        s = pairs[p, 1]
+        key = np.uint64(index[s]) if index.shape[0] > 0 else offset + np.uint64(s)
+        for g in range(G):
+            _, v = uniform_pair(seed, key, step, np.uint64(streams[g]))
+            if v < strengths[p]:
+                out[g, s] = out[g, f]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared paths: arrays already validated (used by the wrappers below and by anant_fast.layers)
+# ---------------------------------------------------------------------------------------------
+
+def _floats(a):
+    """Interleaved float64 view ``(G, n, 2S)`` of C-contiguous complex amplitudes ``(G, n, S)``."""
+    return a.view(np.float64).reshape(a.shape[:-1] + (2 * a.shape[-1],))
+
+
+def entity_list(labels):
+    """``[a, b, ...] (k in total)``: the first ten of ``labels``, for error messages."""
+    shown = ", ".join(str(x) for x in labels[:10].tolist())
+    return f"[{shown}{', ...' if len(labels) > 10 else ''}] ({len(labels)} in total)"
+
+
+def _raise_flagged(flags, name, what, labels):
+    """ValueError naming the flagged entities (by ``labels[j]``, or ``j`` when None): non-finite
+    ones first, else ``what`` (a zero norm)."""
+    bad = np.flatnonzero(flags)
+    nonfinite = bad[np.asarray(flags)[bad] == _NONFINITE]
+    named = (lambda idx: idx) if labels is None else (lambda idx: np.asarray(labels)[idx])
+    if nonfinite.size:
+        raise ValueError(f"{name} contains NaN or inf at entities {entity_list(named(nonfinite))}")
+    raise ValueError(f"{what} at entities {entity_list(named(bad))}")
+
+
+_EMPTY_C = np.empty((0, 0, 0), np.complex128)
+_EMPTY_R3 = np.empty((0, 0, 0))
+_EMPTY_R2 = np.empty((0, 0))
+_NONE = np.empty(0, np.int64)
+
+
+def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mix=None, states=None,
+                 mixed=None, probs=None, entropy=None, coherence=None, name="psi",
+                 what="the state has zero norm", labels=None):
+    """Run ``fused_kernel`` on prepared arrays (C-contiguous, right dtypes; see its docstring).
+
+    ``psi``, ``states``, ``mixed``: complex128 ``(G, n, S)``, ``(G, n, S)``, ``(R, n, S)``; ``U``
+    complex ``(K, S, S)`` with ``u_of (G,)``; ``lik`` float ``(J, 1 or n, S)`` with ``lik_of (G,)``;
+    ``mix (R, G)``. Omitted arrays are skipped. Raises a ValueError naming flagged entities (by
+    ``labels[j]`` when given), ``name`` for NaN/inf, ``what`` for a zero norm.
+    """
+    G, n, S = psi.shape
+    if U is None:
+        Ur = Ui = _EMPTY_R3
+        u_of = np.full(G, -1, np.int64)
+    else:
+        Ur = np.zeros((U.shape[0], padded(S), padded(S)))
+        Ui = np.zeros_like(Ur)
+        Ur[:, :S, :S] = U.real
+        Ui[:, :S, :S] = U.imag
+    if lik is None:
+        lik, lik_of = _EMPTY_R3, np.full(G, -1, np.int64)
+    n_blocks = block_count(n)
+    flags = np.zeros(n, np.uint8)
+    counts = np.zeros(n_blocks, np.int64)
+    fused_kernel(_floats(psi), Ur, Ui, u_of, lik, lik_of, renorm,
+                 _EMPTY_R2 if mix is None else mix,
+                 _EMPTY_R3 if states is None else _floats(states),
+                 _EMPTY_R3 if mixed is None else _floats(mixed),
+                 _EMPTY_R3 if probs is None else probs,
+                 _EMPTY_R2 if entropy is None else entropy,
+                 _EMPTY_R2 if coherence is None else coherence,
+                 n_blocks, flags, counts)
+    if counts.any():
+        _raise_flagged(flags, name, what, labels)
+
+
+def collapse_outcomes(psi, seed, step, streams, index=None, offset=0, pairs=None, strengths=None,
+                      out=None, name="psi", labels=None):
+    """Born-rule outcomes ``(G, n)`` of prepared ``psi (G, n, S)``; entity ``j`` of layer ``g`` is
+    keyed by ``(seed, index[j] (or offset + j), step, streams[g])``. ``pairs (P, 2)`` (rows, disjoint)
+    with ``strengths (P,)`` correlate each second with its first (``correlate_kernel``)."""
+    G, n, _ = psi.shape
+    index = _NONE if index is None else index
+    out = np.empty((G, n), np.int64) if out is None else out
+    seed, step, offset = np.uint64(seed), np.uint64(step), np.uint64(offset)
+    n_blocks = block_count(n)
+    counts = np.zeros(n_blocks, np.int64)
+    collapse_kernel(_floats(psi), streams, index, offset, seed, step, n_blocks, out, counts)
+    if counts.any():
+        flags = np.where(out < 0, -out, 0).max(axis=0)
+        _raise_flagged(flags, name, f"{name} has zero norm", labels)
+    if pairs is not None and len(pairs):
+        correlate_kernel(streams, index, offset, seed, step, pairs, strengths, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Boundary validation
+# ---------------------------------------------------------------------------------------------
+
+def as_amplitudes(psi, name="psi", ndims=None, shapes="(..., S)"):
+    """``psi`` as C-contiguous complex128 of shape ``shapes`` (``ndims`` axes when given), ``S >= 1``;
+    real and integer input converts."""
+    arr = np.asarray(psi)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric array of amplitudes, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.complex128)
+    if arr.ndim == 0 or (ndims is not None and arr.ndim not in ndims) or arr.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape {shapes} with S >= 1, got {arr.shape}")
+    return arr
+
+
+def _stacked(a):
+    """``(G, n, S)`` view of ``a (..., S)``: entities along the second-to-last axis."""
+    n = a.shape[-2] if a.ndim >= 2 else 1
+    return a.reshape((int(np.prod(a.shape[:-2])), n, a.shape[-1]))
+
+
+def as_unitary(U, S, name="U"):
+    """``U`` as a complex128 ``(S, S)`` unitary (``|U^H U − I| <= UNITARY_TOL`` entry-wise)."""
+    arr = np.asarray(U)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric matrix, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.complex128)
+    if arr.shape != (S, S):
+        raise ValueError(f"{name} must have shape ({S}, {S}), got {arr.shape}")
+    check_finite(arr, name)
+    err = np.abs(arr.conj().T @ arr - np.eye(S)).max()
+    if not err <= UNITARY_TOL:
+        raise ValueError(f"{name} is not unitary: max |U^H U - I| = {err:.3g} > {UNITARY_TOL:g}")
+    return arr
+
+
+def as_likelihood(likelihood, n, S, name="likelihood"):
+    """A finite, non-negative float64 likelihood of shape ``(n, S)`` or ``(S,)``."""
+    arr = as_real_array(likelihood, name)
+    if arr.shape not in ((n, S), (S,)):
+        raise ValueError(f"{name} must have shape ({n}, {S}) or ({S},), got {arr.shape}")
+    check_finite(arr, name)
+    if arr.size and arr.min() < 0:
+        where = np.unravel_index(int(np.argmin(arr)), arr.shape)
+        raise ValueError(f"{name} must be >= 0 (negative at index {tuple(int(i) for i in where)})")
+    return arr
+
+
+def as_fraction(value, name):
+    """``value`` as a float in ``[0, 1]``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return v
+
+
+def as_counter(value, name, bits):
+    """``value`` as an integer in ``[0, 2**bits)`` (a key of the random generator)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if not 0 <= int(value) < 2 ** bits:
+        raise ValueError(f"{name} must be in [0, 2**{bits}), got {value}")
+    return int(value)
+
+
+def as_pairs(pairs, n, name="pairs"):
+    """Disjoint pairs of entity indices ``(P, 2)`` in ``[0, n)`` as int64: no entity in two pairs."""
+    arr = np.asarray(pairs)
+    if arr.size == 0:
+        arr = arr.reshape(0, 2)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer entity indices, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (P, 2), got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(f"{name} holds entity indices outside [0, {n})")
+    members, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{name}: entities {entity_list(members[counts > 1])} are in more than "
+                         f"one pair (or paired with themselves)")
+    return arr
+
+
+def _as_out(out, shape, dtype, inputs, name="out", in_place_ok=None):
+    """A writable C-contiguous ``out`` of ``shape`` and ``dtype`` (new when None) that overlaps no
+    input, except ``in_place_ok`` exactly."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{name} must be a {np.dtype(dtype)} array of shape {tuple(shape)}, "
+                         f"got {out.dtype} {out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"{name} must be C-contiguous and writeable")
+    same = in_place_ok is not None and out.__array_interface__["data"][0] == \
+        in_place_ok.__array_interface__["data"][0] and out.shape == in_place_ok.shape
+    if not same and any(np.may_share_memory(out, a) for a in inputs):
+        raise ValueError(f"{name} overlaps an input (only an exact in-place output is allowed)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Public kernels
+# ---------------------------------------------------------------------------------------------
+
+def normalize(psi, out=None):
+    """Every entity's state of ``psi (..., S)`` scaled to unit norm; same shape, complex128."""
+    a = as_amplitudes(psi)
+    out = _as_out(out, a.shape, np.complex128, [a], in_place_ok=a)
+    fused_update(_stacked(a), renorm=True, states=_stacked(out), what="psi has zero norm")
+    return out
+
+
+def _statistic(psi, out, kind):
+    a = as_amplitudes(psi)
+    shape = a.shape if kind == "probs" else a.shape[:-1]
+    out = _as_out(out, shape, np.float64, [a])
+    s = _stacked(a)
+    view = out.reshape(s.shape if kind == "probs" else s.shape[:2])
+    fused_update(s, **{kind: view}, what="psi has zero norm")
+    return out
+
+
+def probabilities(psi, out=None):
+    """Born-rule probabilities ``|psi|²`` of ``psi (..., S)``: float64, same shape."""
+    return _statistic(psi, out, "probs")
+
+
+def entropy(psi, out=None):
+    """Shannon entropy ``−Σ_a p_a log p_a`` (nats) of ``p = |psi|²``: float64 ``psi.shape[:-1]``."""
+    return _statistic(psi, out, "entropy")
+
+
+def coherence(psi, out=None):
+    """l1-norm of coherence ``Σ_{a≠b} |psi_a||psi_b|``: float64 ``psi.shape[:-1]``
+    (0 for a basis state, ``S − 1`` for the uniform superposition)."""
+    return _statistic(psi, out, "coherence")
+
+
+def evolve(psi, U, out=None):
+    """``U psi`` for every entity of ``psi (..., S)``, renormalised; ``U (S, S)`` must be unitary."""
+    a = as_amplitudes(psi)
+    Uc = as_unitary(U, a.shape[-1])
+    out = _as_out(out, a.shape, np.complex128, [a], in_place_ok=a)
+    s = _stacked(a)
+    fused_update(s, U=Uc[None], u_of=np.zeros(s.shape[0], np.int64), states=_stacked(out),
+                 what="psi has zero norm")
+    return out
+
+
+def observe(psi, likelihood, out=None):
+    """Bayesian update: ``sqrt(likelihood) ⊙ psi``, renormalised, so that probabilities become
+    ``p · likelihood / Σ p · likelihood``. ``psi (..., N, S)``; ``likelihood (N, S)`` (per entity) or
+    ``(S,)`` (every entity), finite and >= 0. An entity left with zero probability everywhere (its
+    likelihood is 0 wherever its amplitude is not) is a ValueError naming it."""
+    a = as_amplitudes(psi)
+    s = _stacked(a)
+    lik = as_likelihood(likelihood, s.shape[1], s.shape[2])
+    out = _as_out(out, a.shape, np.complex128, [a, lik], in_place_ok=a)
+    fused_update(s, lik=lik.reshape((1,) + (lik.shape if lik.ndim == 2 else (1, -1))), lik_of=np.zeros(s.shape[0], np.int64),
+                 states=_stacked(out),
+                 what="observe leaves zero probability (likelihood 0 wherever the amplitude is not)")
+    return out
+
+
+def _layers(psi_layers):
+    return as_amplitudes(psi_layers, "psi_layers", ndims=(2, 3), shapes="(L, N, S) or (L, S)")
+
+
+def _mix(a, M, out, out_shape, what, in_place=False):
+    """``fused_update`` mixing the layers of ``a (L, N, S)`` or ``(L, S)`` by ``M (R, L)``."""
+    s = a if a.ndim == 3 else a[:, None, :]
+    out = _as_out(out, out_shape, np.complex128, [a], in_place_ok=a if in_place else None)
+    fused_update(s, mix=M, mixed=out.reshape((M.shape[0],) + s.shape[1:]), name="psi_layers",
+                 what=what)
+    return out
+
+
+def as_weights(weights, L, name="weights"):
+    """Layer weights ``(L,)`` as float64: finite, >= 0, not all 0."""
+    w = as_real_array(weights, name)
+    if w.shape != (L,):
+        raise ValueError(f"{name} must have shape ({L},) (one per layer), got {w.shape}")
+    check_finite(w, name)
+    if (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"{name} must be >= 0 and not all 0")
+    return w
+
+
+def superpose(psi_layers, weights, out=None):
+    """Weighted superposition across layers, ``normalise(Σ_l w_l psi_l)``: ``psi_layers (L, N, S)``
+    (or ``(L, S)``) to ``(N, S)`` (or ``(S,)``). ``weights (L,)`` finite, >= 0, not all 0. An entity
+    whose layers cancel out is a ValueError."""
+    a = _layers(psi_layers)
+    w = as_weights(weights, a.shape[0])
+    return _mix(a, w[None], out, a.shape[1:], "superpose: the weighted layers cancel out (zero norm)")
+
+
+def check_parents(parent, L, name="parent"):
+    """``parent (L,)`` as int64: ``parent[l]`` the index of layer ``l``'s parent or −1; a forest."""
+    arr = np.asarray(parent)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer layer indices, got dtype {arr.dtype}")
+    if arr.shape != (L,):
+        raise ValueError(f"{name} must have shape ({L},), got {arr.shape}")
+    arr = arr.astype(np.int64)
+    if ((arr < -1) | (arr >= L)).any():
+        raise ValueError(f"{name} entries must be -1 (no parent) or a layer index in [0, {L})")
+    for start in range(L):
+        seen, l = 0, start
+        while l >= 0:
+            l = arr[l]
+            seen += 1
+            if seen > L:
+                raise ValueError(f"{name} has a cycle through layer {start}")
+    return arr
+
+
+def propagation_matrix(parent, alpha, direction):
+    """Mixing matrix ``(L, L)`` of ``propagate``: row ``l`` gives new layer ``l`` from the old ones."""
+    L = parent.shape[0]
+    M = np.eye(L)
+    if direction == "down":
+        for l in np.flatnonzero(parent >= 0):
+            M[l, l] = 1.0 - alpha
+            M[l, parent[l]] += alpha
+    elif direction == "up":
+        for p in np.unique(parent[parent >= 0]):
+            children = np.flatnonzero(parent == p)
+            M[p, p] = 1.0 - alpha
+            M[p, children] += alpha / children.size
+    else:
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    return M
+
+
+def propagate(psi_layers, parent, alpha, direction, out=None):
+    """One propagation step along the layer hierarchy, every layer from the old states at once.
+
+    ``"down"``: each layer with a parent becomes ``normalise((1 − α) psi_l + α psi_parent)``;
+    ``"up"``: each layer with children becomes ``normalise((1 − α) psi_p + α mean_children psi_c)``;
+    other layers are renormalised. ``psi_layers (L, N, S)`` or ``(L, S)``; ``parent (L,)``:
+    parent index or −1; ``alpha`` in ``[0, 1]``. ``out`` may be ``psi_layers`` itself.
+    """
+    a = _layers(psi_layers)
+    M = propagation_matrix(check_parents(parent, a.shape[0]), as_fraction(alpha, "alpha"), direction)
+    return _mix(a, M, out, a.shape, "propagate: the mixed layers cancel out (zero norm)",
+                in_place=True)
+
+
+def collapse(psi, seed, step=0, offset=0, out=None):
+    """One Born-rule outcome per entity of ``psi (..., N, S)``: int64 ``psi.shape[:-1]``.
+
+    Entity ``j`` (along the second-to-last axis) of layer ``g`` (the flat index of the earlier axes)
+    draws from the counter-based generator keyed by ``(seed, offset + j, step, g)``
+    (``kernels.random``): its outcome does not depend on the batch it is in, the thread count or the
+    order. ``seed < 2**64``, ``step < 2**32``, ``offset >= 0``. ``basis(outcomes, S)`` gives the
+    collapsed amplitudes.
+    """
+    return _collapse(psi, None, None, seed, step, offset, out)
+
+
+def collapse_entangled(psi, pairs, strength, seed, step=0, offset=0, out=None):
+    """``collapse`` with entangled pairs ``(P, 2)`` of entity indices (along the entity axis): the
+    first of a pair collapses by the Born rule; the second takes the same outcome with probability
+    ``strength`` (drawn from its own key), otherwise keeps its own Born outcome. An entity may be
+    in one pair only. Agreement probability: ``strength + (1 − strength) Σ_a p_a q_a``."""
+    return _collapse(psi, pairs, strength, seed, step, offset, out)
+
+
+def _collapse(psi, pairs, strength, seed, step, offset, out):
+    a = as_amplitudes(psi)
+    s = _stacked(a)
+    seed = as_counter(seed, "seed", 64)
+    step = as_counter(step, "step", 32)
+    offset = as_counter(offset, "offset", 64)
+    if offset + s.shape[1] > 2 ** 64:
+        raise ValueError("offset + number of entities must be <= 2**64")
+    strengths = None
+    if pairs is not None:
+        pairs = as_pairs(pairs, s.shape[1])
+        strengths = np.full(len(pairs), as_fraction(strength, "strength"))
+    out = _as_out(out, a.shape[:-1], np.int64, [a])
+    collapse_outcomes(s, seed, step, np.arange(s.shape[0], dtype=np.int64), offset=offset,
+                      pairs=pairs, strengths=strengths, out=out.reshape(s.shape[:2]))
+    return out
+
+
+def basis(outcomes, S):
+    """Basis-state amplitudes ``(..., S)`` (complex128 one-hot) of integer ``outcomes (...)`` in
+    ``[0, S)``."""
+    idx = np.asarray(outcomes)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"outcomes must be integers, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= S):
+        raise ValueError(f"outcomes must be in [0, {S})")
+    out = np.zeros(idx.shape + (S,), np.complex128)
+    np.put_along_axis(out, idx[..., None].astype(np.intp), 1.0, axis=-1)
+    return out
