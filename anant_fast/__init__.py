@@ -4,6 +4,7 @@
 kernels`` for the array kernels. Ray (``anant-fast[ray]``) and CUDA (``anant-fast[cuda]``) are optional.
 """
 from . import kernels, metrics
+from .layers import ContextType, LayerStack, LayerType  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = ["kernels", "metrics", "__version__"]

@@ -320,6 +320,14 @@ def _floats(a):
     return a.view(np.float64).reshape(a.shape[:-1] + (2 * a.shape[-1],))
 
 
+def _readonly(a):
+    """A read-only view of the input ``a``: kernels see every input as read-only, so a caller's
+    read-only array (a Ray object, a frozen likelihood) reuses the same compiled kernel."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def entity_list(labels):
     """``[a, b, ...] (k in total)``: the first ten of ``labels``, for error messages."""
     shown = ", ".join(str(x) for x in labels[:10].tolist())
@@ -353,6 +361,9 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
     ``mix (R, G)``. Omitted arrays are skipped. Raises a ValueError naming flagged entities (by
     ``labels[j]`` when given), ``name`` for NaN/inf, ``what`` for a zero norm.
     """
+    psi = np.ascontiguousarray(psi)
+    if not all(a is None or a.flags.c_contiguous for a in (states, mixed, probs, entropy, coherence)):
+        raise ValueError("fused_update writes only into C-contiguous outputs")
     G, n, S = psi.shape
     if U is None:
         Ur = Ui = _EMPTY_R3
@@ -367,8 +378,9 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
     n_blocks = block_count(n)
     flags = np.zeros(n, np.uint8)
     counts = np.zeros(n_blocks, np.int64)
-    fused_kernel(_floats(psi), Ur, Ui, u_of, lik, lik_of, renorm,
-                 _EMPTY_R2 if mix is None else mix,
+    fused_kernel(_readonly(_floats(psi)), _readonly(Ur), _readonly(Ui), _readonly(u_of),
+                 _readonly(lik), _readonly(lik_of), renorm,
+                 _readonly(_EMPTY_R2 if mix is None else mix),
                  _EMPTY_R3 if states is None else _floats(states),
                  _EMPTY_R3 if mixed is None else _floats(mixed),
                  _EMPTY_R3 if probs is None else probs,
@@ -384,18 +396,21 @@ def collapse_outcomes(psi, seed, step, streams, index=None, offset=0, pairs=None
     """Born-rule outcomes ``(G, n)`` of prepared ``psi (G, n, S)``; entity ``j`` of layer ``g`` is
     keyed by ``(seed, index[j] (or offset + j), step, streams[g])``. ``pairs (P, 2)`` (rows, disjoint)
     with ``strengths (P,)`` correlate each second with its first (``correlate_kernel``)."""
+    psi = np.ascontiguousarray(psi)
     G, n, _ = psi.shape
     index = _NONE if index is None else index
     out = np.empty((G, n), np.int64) if out is None else out
     seed, step, offset = np.uint64(seed), np.uint64(step), np.uint64(offset)
     n_blocks = block_count(n)
     counts = np.zeros(n_blocks, np.int64)
-    collapse_kernel(_floats(psi), streams, index, offset, seed, step, n_blocks, out, counts)
+    collapse_kernel(_readonly(_floats(psi)), _readonly(streams), _readonly(index), offset, seed,
+                    step, n_blocks, out, counts)
     if counts.any():
         flags = np.where(out < 0, -out, 0).max(axis=0)
         _raise_flagged(flags, name, f"{name} has zero norm", labels)
     if pairs is not None and len(pairs):
-        correlate_kernel(streams, index, offset, seed, step, pairs, strengths, out)
+        correlate_kernel(_readonly(streams), _readonly(index), offset, seed, step, _readonly(pairs),
+                         _readonly(strengths), out)
     return out
 
 
