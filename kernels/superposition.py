@@ -125,10 +125,47 @@ def _normalise(X, S2, nb, q, fl):
             X[c, e] *= q[e]
 
 
+_MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
+_EXPONENT_ONE = np.int64(0x3FF0000000000000)
+_LN2_HI = 6.93147180369123816490e-01   # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with 32 trailing zero bits
+_LN2_LO = 1.90821492927058770002e-10
+_SQRT2 = np.sqrt(2.0)
+
+
 @njit(**INLINE_JIT)
-def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl):
+def _entropies(P, S, nb, M, E, h):
+    """``h[e] = −Σ_{a<S} P[a, e] log P[a, e]`` (``0 log 0 = 0``) for ``0 <= P``, vectorised.
+
+    ``log p = k ln 2 + log m`` with ``p = m 2^k``, ``m`` in ``[√½, √2)`` read from the bits, and
+    ``log m = 2 atanh(s)``, ``s = (m − 1)/(m + 1)``, by its series to ``s^21`` (``|s| <= 0.172``):
+    within a few ulp of ``np.log``, 2x faster than a libm call per value. Subnormal ``p`` (below
+    2.2e-308) give a wrong log but a product ``p log p`` still below 1e-305. ``M``, ``E``: scratch.
+    """
+    bits = P.view(np.int64)
+    mbits = M.view(np.int64)
+    h[:nb] = 0.0
+    for a in range(S):
+        for e in range(nb):
+            mbits[a, e] = (bits[a, e] & _MANTISSA) | _EXPONENT_ONE
+            E[a, e] = np.float64((bits[a, e] >> 52) - 1023)
+        for e in range(nb):
+            m = M[a, e]
+            k = E[a, e]
+            big = m > _SQRT2
+            m = m * 0.5 if big else m
+            k = k + 1.0 if big else k
+            s = (m - 1.0) / (m + 1.0)
+            z = s * s
+            series = 1.0 + z * (1 / 3 + z * (1 / 5 + z * (1 / 7 + z * (1 / 9 + z * (1 / 11 + z * (
+                1 / 13 + z * (1 / 15 + z * (1 / 17 + z * (1 / 19 + z / 21)))))))))
+            h[e] -= P[a, e] * ((k * _LN2_HI + 2.0 * s * series) + k * _LN2_LO)
+
+
+@njit(**INLINE_JIT)
+def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
     """Rows ``[t, j0 + e]`` of the non-empty outputs from the columns ``e < nb`` of ``X``:
-    ``|x|²``, its Shannon entropy and the l1 coherence ``(Σ|x_a|)² − Σ|x_a|²``; flags ``fl``."""
+    ``|x|²``, its Shannon entropy and the l1 coherence ``(Σ|x_a|)² − Σ|x_a|²``; flags ``fl``.
+    ``P``, ``q``, ``l1``, ``M``, ``E``: scratch."""
     q[:nb] = 0.0
     l1[:nb] = 0.0
     for a in range(S):
@@ -139,18 +176,15 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl):
             l1[e] += np.sqrt(p)
     for e in range(nb):
         fl[e] = max(fl[e], _flag(q[e]))
-    if entropy.shape[0] > 0:
-        for e in range(nb):
-            h = 0.0
-            for a in range(S):
-                if P[a, e] > 0.0:
-                    h -= P[a, e] * np.log(P[a, e])
-            entropy[t, j0 + e] = h
     if coherence.shape[0] > 0:
         for e in range(nb):
             coherence[t, j0 + e] = l1[e] * l1[e] - q[e]
     if probs.shape[0] > 0:
         _scatter(P, j0, nb, probs[t])
+    if entropy.shape[0] > 0:
+        _entropies(P, S, nb, M, E, q)   # q is free now
+        for e in range(nb):
+            entropy[t, j0 + e] = q[e]
 
 
 @njit(**PARALLEL_JIT)
@@ -183,6 +217,8 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
         Y = np.empty((S2, CHUNK))       # a mixture
         W = np.empty((S, CHUNK))        # sqrt(likelihood)
         P = np.empty((S, CHUNK))        # probabilities
+        M = np.empty((S, CHUNK))        # scratch of the entropy
+        E = np.empty((S, CHUNK))
         q = np.empty(CHUNK)
         l1 = np.empty(CHUNK)
         fl = np.empty(CHUNK, np.int64)
@@ -226,10 +262,10 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
                 _normalise(Y, S2, nb, q, fl)
                 _scatter(Y, j0, nb, mixed[r])
                 if stats:
-                    _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl)
+                    _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
             if R == 0 and stats:
                 for g in range(G):
-                    _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl)
+                    _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
             for e in range(nb):
                 if fl[e]:
                     flags[j0 + e] = fl[e]
