@@ -274,27 +274,38 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
 
 
 @njit(**INLINE_JIT)
-def _born(psi, g, j, u):
-    """Born-rule outcome of the interleaved state ``psi[g, j] (2S,)`` for the uniform ``u``: the first
-    ``a`` with ``Σ_{b<=a} |psi_b|² > u Σ_b |psi_b|²`` (the last state of non-zero probability if
-    rounding leaves none); ``−_ZERO`` / ``−_NONFINITE`` for a zero / non-finite state."""
-    S = psi.shape[2] // 2
-    total = 0.0
+def _probabilities(src, j0, nb, P, total):
+    """``P[a, e] = |state a of row j0 + e|²`` of the interleaved ``src (n, 2S)`` and their sums
+    ``total[e]`` (in state order), for ``e < nb``."""
+    rows = src[j0:j0 + nb]
+    for e in range(nb):   # rows in memory order: streams well from memory
+        t = 0.0
+        for a in range(src.shape[1] // 2):
+            p = rows[e, 2 * a] * rows[e, 2 * a] + rows[e, 2 * a + 1] * rows[e, 2 * a + 1]
+            P[a, e] = p
+            t += p
+        total[e] = t
+
+
+@njit(**INLINE_JIT)
+def _born(P, total, S, nb, u, acc, below, last, out):
+    """Born-rule outcomes of the chunk's probabilities ``P (S, chunk)`` (sums ``total``) for the
+    uniforms ``u``: ``out[e]`` = the first ``a`` with ``Σ_{b<=a} P[b, e] > u[e] total[e]`` (the last
+    state of non-zero probability if rounding leaves none), ``−_ZERO`` / ``−_NONFINITE`` for a
+    zero / non-finite state. Vectorised over the chunk; ``u`` is overwritten; the rest is scratch."""
+    for e in range(nb):
+        u[e] *= total[e]   # the target
+        acc[e] = 0.0
+        below[e] = 0       # states whose cumulative probability is <= target: the outcome
+        last[e] = 0
     for a in range(S):
-        total += psi[g, j, 2 * a] * psi[g, j, 2 * a] + psi[g, j, 2 * a + 1] * psi[g, j, 2 * a + 1]
-    f = _flag(total)
-    if f:
-        return -f
-    target = u * total
-    acc = 0.0
-    below = 0   # states whose cumulative probability is <= target: the index of the outcome
-    last = 0
-    for a in range(S):
-        p = psi[g, j, 2 * a] * psi[g, j, 2 * a] + psi[g, j, 2 * a + 1] * psi[g, j, 2 * a + 1]
-        acc += p   # same sums in the same order as total: acc ends equal to total
-        below += acc <= target
-        last = a if p > 0.0 else last
-    return min(below, last)
+        for e in range(nb):
+            acc[e] += P[a, e]   # same sums in the same order as total: acc ends equal to total
+            below[e] += acc[e] <= u[e]
+            last[e] = a if P[a, e] > 0.0 else last[e]
+    for e in range(nb):
+        f = _flag(total[e])
+        out[e] = -f if f else min(below[e], last[e])
 
 
 @njit(**INLINE_JIT)
@@ -314,21 +325,29 @@ def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, coun
     """``out[g, j]`` = Born-rule outcome of ``psi[g, j]`` (``psi (G, n, 2S)``) drawn from the first
     uniform of the key of entity ``j`` (see ``_draws``) in stream ``streams[g]``; negative for a
     zero or non-finite state, counted per block in ``counts``."""
-    G, n, _ = psi.shape
+    G, n, S2 = psi.shape
+    S = S2 // 2
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, n)
+        P = np.empty((S, CHUNK))
         u = np.empty(CHUNK)
         v = np.empty(CHUNK)
+        total = np.empty(CHUNK)
+        acc = np.empty(CHUNK)
+        below = np.empty(CHUNK, np.int64)
+        last = np.empty(CHUNK, np.int64)
+        outcome = np.empty(CHUNK, np.int64)
         bad = 0
         for g in range(G):
             stream = np.uint64(streams[g])
             for j0 in range(lo, hi, CHUNK):
                 nb = min(CHUNK, hi - j0)
                 _draws(seed, step, stream, index, offset, j0, nb, u, v)
+                _probabilities(psi[g], j0, nb, P, total)
+                _born(P, total, S, nb, u, acc, below, last, outcome)
                 for e in range(nb):
-                    a = _born(psi, g, j0 + e, u[e])
-                    out[g, j0 + e] = a
-                    bad += a < 0
+                    out[g, j0 + e] = outcome[e]
+                    bad += outcome[e] < 0
         counts[b] = bad
 
 
