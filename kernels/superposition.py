@@ -55,8 +55,8 @@ def _flag(q):
 def _gather(src, j0, nb, X):
     """``X[c, e] = src[j0 + e, c]`` for the ``nb`` rows of ``src (n, 2S)`` from ``j0``."""
     rows = src[j0:j0 + nb]
-    for c in range(src.shape[1]):
-        for e in range(nb):
+    for e in range(nb):   # rows in memory order: streams well from memory
+        for c in range(src.shape[1]):
             X[c, e] = rows[e, c]
 
 
@@ -64,8 +64,8 @@ def _gather(src, j0, nb, X):
 def _scatter(X, j0, nb, dst):
     """Inverse of ``_gather``: ``dst[j0 + e, c] = X[c, e]``."""
     rows = dst[j0:j0 + nb]
-    for c in range(dst.shape[1]):
-        for e in range(nb):
+    for e in range(nb):
+        for c in range(dst.shape[1]):
             rows[e, c] = X[c, e]
 
 
