@@ -400,7 +400,6 @@ def _raise_flagged(flags, name, what, labels):
     raise ValueError(f"{what} at entities {entity_list(named(bad))}")
 
 
-_EMPTY_C = np.empty((0, 0, 0), np.complex128)
 _EMPTY_R3 = np.empty((0, 0, 0))
 _EMPTY_R2 = np.empty((0, 0))
 _NONE = np.empty(0, np.int64)
@@ -588,7 +587,7 @@ def normalize(psi, out=None):
     return out
 
 
-def _statistic(psi, out, kind):
+def _one_statistic(psi, out, kind):
     a = as_amplitudes(psi)
     shape = a.shape if kind == "probs" else a.shape[:-1]
     out = _as_out(out, shape, np.float64, [a])
@@ -600,18 +599,18 @@ def _statistic(psi, out, kind):
 
 def probabilities(psi, out=None):
     """Born-rule probabilities ``|psi|²`` of ``psi (..., S)``: float64, same shape."""
-    return _statistic(psi, out, "probs")
+    return _one_statistic(psi, out, "probs")
 
 
 def entropy(psi, out=None):
     """Shannon entropy ``−Σ_a p_a log p_a`` (nats) of ``p = |psi|²``: float64 ``psi.shape[:-1]``."""
-    return _statistic(psi, out, "entropy")
+    return _one_statistic(psi, out, "entropy")
 
 
 def coherence(psi, out=None):
     """l1-norm of coherence ``Σ_{a≠b} |psi_a||psi_b|``: float64 ``psi.shape[:-1]``
     (0 for a basis state, ``S − 1`` for the uniform superposition)."""
-    return _statistic(psi, out, "coherence")
+    return _one_statistic(psi, out, "coherence")
 
 
 def evolve(psi, U, out=None):
