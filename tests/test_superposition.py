@@ -1,5 +1,9 @@
 """Layer-superposition kernels: identities, NumPy references (naive.py), the counter-based generator,
 Born-rule statistics, batch/thread/order invariance of collapse, and boundary validation."""
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -329,3 +333,31 @@ def test_out_is_validated():
         sp.entropy(psi, out=[0.0] * 5)
     with pytest.raises(ValueError, match="int64"):
         sp.collapse(psi, 0, out=np.empty(5, np.int32))
+
+
+CACHE_PROBE = textwrap.dedent("""
+    import numpy as np
+    from anant_fast import LayerStack
+    from anant_fast.kernels import superposition as sp
+    psi = np.full((2, 5, 3), 3 ** -0.5, complex)
+    psi.setflags(write=False)
+    sp.normalize(psi); sp.probabilities(psi); sp.entropy(psi); sp.coherence(psi)
+    sp.evolve(psi, np.eye(3)); sp.observe(psi, np.ones(3)); sp.superpose(psi, [1, 1])
+    sp.propagate(psi, [-1, 0], 0.5, "up"); sp.collapse_entangled(psi, [[0, 1]], 0.5, 1)
+    stack = LayerStack(["a", "b", "c"], 3, ["x", {"name": "y", "parent": "x"}])
+    stack.add_context("c", "user", np.ones((3, 3)), layers=["y"])
+    stack.entangle(["a"], ["b"])
+    stack.step(U=np.eye(3), observe="c"); stack.observe("c", entities=["b"]); stack.propagate_down(0.3)
+    stack.collapse(1, entities=["b"]); stack.collapse(2); stack.summary()
+    stats = [k.stats for k in (sp.fused_kernel, sp.collapse_kernel, sp.correlate_kernel)]
+    print(sum(len(s.cache_misses) for s in stats), sum(len(s.cache_hits) for s in stats))
+""")
+
+
+def test_second_process_loads_the_kernels_from_the_cache_with_one_signature_each():
+    """Every caller (read-only inputs, stack selections) reuses one compiled kernel each."""
+    for _ in range(2):
+        run = subprocess.run([sys.executable, "-c", CACHE_PROBE], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    misses, hits = map(int, run.stdout.split())
+    assert misses == 0 and hits == 3, run.stdout
