@@ -469,25 +469,27 @@ class LayerStack:
             self._psi[np.ix_(li, rows)] = sp.basis(outcomes, self._states.size)
         return outcomes
 
-    def step(self, U=None, observe=None, weights=None):
+    def step(self, U=None, observe=None, weights=None, out=None):
         """One fused update of every entity, in a single pass over the stack: evolve layers by ``U``
         (as in ``evolve``; None: no evolution), observe ``observe`` (a context name or a likelihood
         for all layers; None: no observation), renormalise, and superpose the layers by ``weights``
-        (the layer weights when None). Returns the superposition ``(N, S)`` and its entropy ``(N,)``."""
+        (the layer weights when None). Returns the superposition ``(N, S)`` and its entropy ``(N,)``,
+        written into ``out = (superposition, entropy)`` when given (reused across steps)."""
         Us, u_of = (None, None) if U is None else self._unitaries(U, None)
         lik, lik_of = (None, None) if observe is None else self._likelihood(observe, None, None)
         w = self._weights(weights, None)
+        N, S = self.shape[1:]
+        mixed, H = (None, None) if out is None else out
+        mixed = sp.as_output(mixed, (N, S), np.complex128, [self._psi], "out[0]")
+        H = sp.as_output(H, (N,), np.float64, [self._psi, mixed], "out[1]")
         if self._spare is None:
             self._spare = np.empty_like(self._psi)
-        N, S = self.shape[1:]
-        mixed = np.empty((1, N, S), np.complex128)
-        H = np.empty((1, N))
         sp.fused_update(self._psi, U=Us, u_of=u_of, lik=lik, lik_of=lik_of, mix=w[None],
-                        states=self._spare, mixed=mixed, entropy=H, name="the stack",
+                        states=self._spare, mixed=mixed[None], entropy=H[None], name="the stack",
                         what="step: the observation or the superposition leaves zero probability",
                         labels=self._entities)
         self._psi, self._spare = self._spare, self._psi
-        return mixed[0], H[0]
+        return mixed, H
 
     # ------------------------------------------------------------------ reads
     def amplitudes(self, entities=None, layers=None):

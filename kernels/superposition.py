@@ -556,7 +556,7 @@ def as_pairs(pairs, n, name="pairs"):
     return arr
 
 
-def _as_out(out, shape, dtype, inputs, name="out", in_place_ok=None):
+def as_output(out, shape, dtype, inputs, name="out", in_place_ok=None):
     """A writable C-contiguous ``out`` of ``shape`` and ``dtype`` (new when None) that overlaps no
     input, except ``in_place_ok`` exactly."""
     if out is None:
@@ -582,7 +582,7 @@ def _as_out(out, shape, dtype, inputs, name="out", in_place_ok=None):
 def normalize(psi, out=None):
     """Every entity's state of ``psi (..., S)`` scaled to unit norm; same shape, complex128."""
     a = as_amplitudes(psi)
-    out = _as_out(out, a.shape, np.complex128, [a], in_place_ok=a)
+    out = as_output(out, a.shape, np.complex128, [a], in_place_ok=a)
     fused_update(_stacked(a), renorm=True, states=_stacked(out), what="psi has zero norm")
     return out
 
@@ -590,7 +590,7 @@ def normalize(psi, out=None):
 def _one_statistic(psi, out, kind):
     a = as_amplitudes(psi)
     shape = a.shape if kind == "probs" else a.shape[:-1]
-    out = _as_out(out, shape, np.float64, [a])
+    out = as_output(out, shape, np.float64, [a])
     s = _stacked(a)
     view = out.reshape(s.shape if kind == "probs" else s.shape[:2])
     fused_update(s, **{kind: view}, what="psi has zero norm")
@@ -617,7 +617,7 @@ def evolve(psi, U, out=None):
     """``U psi`` for every entity of ``psi (..., S)``, renormalised; ``U (S, S)`` must be unitary."""
     a = as_amplitudes(psi)
     Uc = as_unitary(U, a.shape[-1])
-    out = _as_out(out, a.shape, np.complex128, [a], in_place_ok=a)
+    out = as_output(out, a.shape, np.complex128, [a], in_place_ok=a)
     s = _stacked(a)
     fused_update(s, U=Uc[None], u_of=np.zeros(s.shape[0], np.int64), states=_stacked(out),
                  what="psi has zero norm")
@@ -632,7 +632,7 @@ def observe(psi, likelihood, out=None):
     a = as_amplitudes(psi)
     s = _stacked(a)
     lik = as_likelihood(likelihood, s.shape[1], s.shape[2])
-    out = _as_out(out, a.shape, np.complex128, [a, lik], in_place_ok=a)
+    out = as_output(out, a.shape, np.complex128, [a, lik], in_place_ok=a)
     fused_update(s, lik=lik.reshape((1,) + (lik.shape if lik.ndim == 2 else (1, -1))), lik_of=np.zeros(s.shape[0], np.int64),
                  states=_stacked(out),
                  what="observe leaves zero probability (likelihood 0 wherever the amplitude is not)")
@@ -646,7 +646,7 @@ def _layers(psi_layers):
 def _mix(a, M, out, out_shape, what, in_place=False):
     """``fused_update`` mixing the layers of ``a (L, N, S)`` or ``(L, S)`` by ``M (R, L)``."""
     s = a if a.ndim == 3 else a[:, None, :]
-    out = _as_out(out, out_shape, np.complex128, [a], in_place_ok=a if in_place else None)
+    out = as_output(out, out_shape, np.complex128, [a], in_place_ok=a if in_place else None)
     fused_update(s, mix=M, mixed=out.reshape((M.shape[0],) + s.shape[1:]), name="psi_layers",
                  what=what)
     return out
@@ -756,7 +756,7 @@ def _collapse(psi, pairs, strength, seed, step, offset, out):
     if pairs is not None:
         pairs = as_pairs(pairs, s.shape[1])
         strengths = np.full(len(pairs), as_fraction(strength, "strength"))
-    out = _as_out(out, a.shape[:-1], np.int64, [a])
+    out = as_output(out, a.shape[:-1], np.int64, [a])
     collapse_outcomes(s, seed, step, np.arange(s.shape[0], dtype=np.int64), offset=offset,
                       pairs=pairs, strengths=strengths, out=out.reshape(s.shape[:2]))
     return out

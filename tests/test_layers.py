@@ -200,6 +200,11 @@ def test_step_is_the_fused_composition():
     mix = naive.sp_superpose(expected, [layer.weight for layer in stack.layers])
     np.testing.assert_allclose(sup, mix, rtol=0, atol=TOL)
     np.testing.assert_allclose(H, naive.sp_entropy(mix), rtol=0, atol=TOL)
+    buffers = (np.empty((30, S), complex), np.empty(30))
+    again = stack.step(U=Us, observe="c", out=buffers)
+    assert again[0] is buffers[0] and again[1] is buffers[1]
+    with pytest.raises(ValueError, match=r"out\[1\] must be a float64 array of shape \(30,\)"):
+        stack.step(out=(buffers[0], np.empty(29)))
 
 
 def test_collapse_is_invariant_to_how_the_stack_is_split():
