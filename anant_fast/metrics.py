@@ -12,19 +12,23 @@ import numpy as np
 from numba.core import types
 from numba.core.dispatcher import Dispatcher
 
-from .kernels import batch, config
+from .geodesics import DataInterpolation, GeodesicInfo, GeodesicMethods
+from .kernels import batch
 from .kernels import metric as km
 from .kernels.covariance import ROWS_PER_BLOCK, mahalanobis_kernel, weighted_covariance
 from .kernels.grid import build_grid, cutoff_radius
 from .kernels.validation import (as_batch, as_plane, as_points, as_real_array, check_dim,
                                  check_finite, check_positive, check_spd)
 
-__all__ = ["MetricModel", "Euclidean", "Sphere", "Hyperbolic", "Covariance", "LocalDiagonal",
+__all__ = ["GeodesicInfo", "MetricModel", "Euclidean", "Sphere", "Hyperbolic", "Covariance", "LocalDiagonal",
            "LocalCovariance", "Custom"]
 
 
-class MetricModel:
-    """Base class: geometry of a metric model at query points. Subclasses set ``dim`` and ``_params``."""
+class MetricModel(GeodesicMethods):
+    """Base class: geometry of a metric model at query points. Subclasses set ``dim`` and ``_params``.
+
+    Curvature methods are defined here; geodesics (``exp``, ``geodesic``, ``log``, ``distance``,
+    ``parallel_transport``) come from ``GeodesicMethods``."""
 
     dim: int
     _params: tuple
@@ -155,7 +159,7 @@ def _as_data(X, name="X", check=True):
     return X
 
 
-class Covariance(MetricModel):
+class Covariance(DataInterpolation, MetricModel):
     """The Mahalanobis metric of data: constant ``g = (C + eps·I)⁻¹`` with ``C`` the weighted covariance.
 
     ``X (N, d)`` data, ``weights (N,)`` non-negative (default: all 1), ``C = Σ w (x − μ)(x − μ)ᵀ / Σ w``
@@ -208,7 +212,7 @@ class Covariance(MetricModel):
         return np.flatnonzero(np.abs(m - m.mean()) > z * std)
 
 
-class _LocalModel(MetricModel):
+class _LocalModel(DataInterpolation, MetricModel):
     """Shared construction of the kernel-weighted local metrics: data, width, grid of references."""
 
     _record = None

@@ -5,8 +5,14 @@ Every kernel is cached on disk; per-model specialisation keeps the cache usable 
 """
 import hashlib
 import pathlib
+import warnings
 
 import numba
+from numba.core.errors import NumbaIRAssumptionWarning
+
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
+"""Numba's inliner emits these pedantic internal-consistency notes ("variable ... is not in scope")
+for the closed-form evaluators inlined in the geodesic kernels; they are not about user code."""
 
 JIT = {"cache": True, "fastmath": False, "error_model": "numpy"}
 """Options of every serial kernel and helper."""
@@ -15,6 +21,11 @@ INLINE_JIT = dict(JIT, inline="always")
 """Options of the small point-wise helpers called once or more per point. Inlining them at Numba-IR
 level lets Numba drop the reference counting of their array arguments, which otherwise costs tens of
 nanoseconds per call, more than the arithmetic of a small point."""
+
+NESTED_JIT = dict(JIT, cache=False)
+"""Options of the non-inlined helpers that take a model record. Their code is linked into, and
+cached with, the kernels that call them; cached on their own they would add nothing, and for a
+``Custom`` model (a new record type in every process) they would leave a new file on every run."""
 
 PARALLEL_JIT = dict(JIT, parallel=True)
 """Options of the kernels that run ``prange`` over blocks of points."""

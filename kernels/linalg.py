@@ -58,3 +58,59 @@ def spd_inverse(a, out, work):
             out[j, i] = s
     return True
 
+
+
+@njit(**INLINE_JIT)
+def cholesky_solve(low, b, out):
+    """Solve ``L Lᵀ out = b`` given the lower Cholesky factor ``low`` (d, d); ``out`` may be ``b``."""
+    n = low.shape[0]
+    for i in range(n):
+        s = b[i]
+        for k in range(i):
+            s -= low[i, k] * out[k]
+        out[i] = s / low[i, i]
+    for i in range(n - 1, -1, -1):
+        s = out[i]
+        for k in range(i + 1, n):
+            s -= low[k, i] * out[k]
+        out[i] = s / low[i, i]
+
+
+@njit(**JIT)
+def solve(a, b, out, work):
+    """Solve the general system ``a out = b`` (d, d) by Gaussian elimination with partial pivoting.
+
+    ``work`` is (d, d) scratch; ``a`` and ``b`` are left unchanged. Returns False when ``a`` is
+    singular to working precision (a pivot below ``1e-14`` times the largest entry), or not finite.
+    """
+    n = a.shape[0]
+    scale = 0.0
+    for i in range(n):
+        out[i] = b[i]
+        for j in range(n):
+            work[i, j] = a[i, j]
+            scale = max(scale, abs(a[i, j]))
+    if not scale > 0.0 or not np.isfinite(scale):
+        return False
+    for j in range(n):
+        p = j
+        for i in range(j + 1, n):
+            if abs(work[i, j]) > abs(work[p, j]):
+                p = i
+        if not abs(work[p, j]) > 1e-14 * scale:
+            return False
+        if p != j:
+            for k in range(n):
+                work[j, k], work[p, k] = work[p, k], work[j, k]
+            out[j], out[p] = out[p], out[j]
+        for i in range(j + 1, n):
+            f = work[i, j] / work[j, j]
+            for k in range(j, n):
+                work[i, k] -= f * work[j, k]
+            out[i] -= f * out[j]
+    for i in range(n - 1, -1, -1):
+        s = out[i]
+        for k in range(i + 1, n):
+            s -= work[i, k] * out[k]
+        out[i] = s / work[i, i]
+    return True

@@ -94,12 +94,28 @@ class TabulatedParams(NamedTuple):
 
 
 @njit(**INLINE_JIT)
+def workspace_size(d):
+    """Length of the flat buffer behind ``workspace(d)``."""
+    return 2 * d + 3 * d * d + 2 * d ** 3 + d ** 4
+
+
+@njit(**INLINE_JIT)
+def workspace_views(flat, d):
+    """``metric_at``'s scratch in dimension ``d``, carved from ``flat`` (``workspace_size(d)`` long):
+    vectors ``(d,)`` x2, matrices ``(d, d)`` x3, rank-3 ``(d, d, d)`` x2, rank-4 ``(d, d, d, d)``."""
+    a, b = 2 * d, 2 * d + d * d
+    c, e = b + d * d, b + 2 * d * d
+    f, h = e + d ** 3, e + 2 * d ** 3
+    return (flat[:d], flat[d:a], flat[a:b].reshape((d, d)), flat[b:c].reshape((d, d)),
+            flat[c:e].reshape((d, d)), flat[e:f].reshape((d, d, d)), flat[f:h].reshape((d, d, d)),
+            flat[h:h + d ** 4].reshape((d, d, d, d)))
+
+
+@njit(**INLINE_JIT)
 def workspace(d):
-    """One thread's scratch for ``metric_at`` in dimension ``d``, allocated once per block of points:
-    vectors ``(d,)`` x2, matrices ``(d, d)`` x3, rank-3 ``(d, d, d)`` x2, rank-4 ``(d, d, d, d)``.
-    (Carving views per point would cost a reshape, ~100 ns, per point.)"""
-    return (np.empty(d), np.empty(d), np.empty((d, d)), np.empty((d, d)), np.empty((d, d)),
-            np.empty((d, d, d)), np.empty((d, d, d)), np.empty((d, d, d, d)))
+    """One thread's scratch for ``metric_at`` in dimension ``d`` (see ``workspace_views``), allocated
+    once per block of points (carving views per point would cost a reshape, ~100 ns, per point)."""
+    return workspace_views(np.empty(workspace_size(d)), d)
 
 
 def point_dim(source, Q):
@@ -125,6 +141,13 @@ def metric_at(model, x, order, g, dg, d2g, work):
 def load_metric(source, Q, m, order, g, dg, d2g, work):
     """Metric of point ``m``: ``source`` evaluated at ``Q[m]``, or the m-th slice of a ``Tabulated``."""
     raise NotImplementedError("load_metric is only callable from compiled code")
+
+
+def in_chart(model, x):
+    """True if ``x`` lies inside the chart of ``model`` (the half-space needs ``x_last > 0``, the ball
+    ``|x| < 1``, the sphere's stereographic chart ``|x| < 1e8 r``: beyond, its pole is closer than
+    the chart can resolve; other charts cover R^d); compiled code only."""
+    raise NotImplementedError("in_chart is only callable from compiled code")
 
 
 def _is(typ, record):
@@ -170,6 +193,25 @@ def _load_tabulated(source, Q, m, order, g, dg, d2g, work):
         def impl(source, Q, m, order, g, dg, d2g, work):
             metric_at(source, Q[m], order, g, dg, d2g, work)
         return impl
+
+
+@overload(in_chart, jit_options=_OVERLOAD_JIT, inline="always")
+def _in_chart(model, x):
+    if _is(model, HalfSpaceParams):
+        def impl(model, x):
+            return x[x.shape[0] - 1] > 0.0
+    elif _is(model, BallParams):
+        def impl(model, x):
+            return _squared_norm(x) < 1.0
+    elif _is(model, SphereParams):
+        def impl(model, x):  # within ~2e-8 r of the pole the chart has no precision left
+            return _squared_norm(x) < 1e16 * model.radius * model.radius
+    elif isinstance(model, types.BaseNamedTuple):
+        def impl(model, x):
+            return True
+    else:
+        return None
+    return impl
 
 
 # --- closed forms ------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ CUSTOM_PROBE = textwrap.dedent("""
         for i in range(out.shape[0]):
             out[i, i] = 1.0 + x[0] * x[0]
 
-    print(metrics.Custom(flat, 2).scalar_curvature(np.ones((3, 2)))[0])
+    model = metrics.Custom(flat, 2)
+    print(model.scalar_curvature(np.ones((3, 2)))[0], model.exp(np.ones((3, 2)), np.ones((3, 2)))[0])
 """)
 
 
