@@ -445,3 +445,28 @@ def anant_style_step(entities, layer_weights, likelihoods, rng):
         summary.states = mixed
         out.append((summary.entropy(), summary.collapse(rng)))
     return out
+
+
+# ---------------------------------------------------------------------------
+# Geodesics (kernels/geodesic.py)
+# ---------------------------------------------------------------------------
+
+def geodesic_acceleration(metric_fn, X, V):
+    """-Gamma^k_ij v^i v^j at X (M, d) for velocities V (M, d); metric_fn(X) -> (g, dg, ...)."""
+    g, dg = metric_fn(X)[:2]
+    return -np.einsum("mkij,mi,mj->mk", christoffel(g, dg), V, V)
+
+
+def geodesic_rk4(metric_fn, X, V, steps):
+    """End points at t = 1 of the geodesics from X with velocities V: classical RK4, vectorised over
+    the points, `steps` steps (the plain NumPy reference of the exp kernel)."""
+    x, v = np.array(X, dtype=np.float64), np.array(V, dtype=np.float64)
+    h = 1.0 / steps
+    for _ in range(steps):
+        k1x, k1v = v, geodesic_acceleration(metric_fn, x, v)
+        k2x, k2v = v + 0.5 * h * k1v, geodesic_acceleration(metric_fn, x + 0.5 * h * k1x, v + 0.5 * h * k1v)
+        k3x, k3v = v + 0.5 * h * k2v, geodesic_acceleration(metric_fn, x + 0.5 * h * k2x, v + 0.5 * h * k2v)
+        k4x, k4v = v + h * k3v, geodesic_acceleration(metric_fn, x + h * k3x, v + h * k3v)
+        x = x + h / 6.0 * (k1x + 2.0 * k2x + 2.0 * k3x + k4x)
+        v = v + h / 6.0 * (k1v + 2.0 * k2v + 2.0 * k3v + k4v)
+    return x
