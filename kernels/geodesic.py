@@ -480,8 +480,8 @@ def _node_step(model, curve, k, scale, g, dg, d2g, low, work, vecs, H):
 @njit(**NESTED_JIT)
 def _relax(model, x0, y1, v):
     """Minimise the discrete energy of a curve from ``x0`` to ``y1`` (2, 4, ... segments, each level
-    started from the previous one, Gauss–Seidel over the nodes) and write the initial velocity of the
-    result (one-sided second-order difference) into ``v``."""
+    started from the previous one, Gauss–Seidel over the nodes); write the initial velocity of the
+    result (one-sided second-order difference) into ``v`` and return the curve's nodes."""
     n = x0.shape[0]
     g, _, dg, d2g, _, low, work = point_buffers(n)
     vecs = np.empty((4, n))
@@ -506,6 +506,7 @@ def _relax(model, x0, y1, v):
                 _node_step(model, curve, k, float(segments), g, dg, d2g, low, work, vecs, H)
     for i in range(n):
         v[i] = 0.5 * segments * (-3.0 * curve[0, i] + 4.0 * curve[1, i] - curve[2, i])
+    return curve
 
 
 @njit(**NESTED_JIT)
@@ -519,6 +520,7 @@ def _log_block(model, X, Y, rtol, atol, max_steps, tol, max_iter, lo, hi,
         chord = _chord_length(model, X[m], Y[m], g, dg, d2g, work, x, v)
         total = 0
         found = False
+        curve = y  # the relaxed curve, once there is one
         for attempt in range(2):
             if attempt == 0:  # the chord's direction, with the chord's length as speed
                 for k in range(n):
@@ -529,11 +531,27 @@ def _log_block(model, X, Y, rtol, atol, max_steps, tol, max_iter, lo, hi,
                     for k in range(n):
                         u[k] *= chord / speed
             else:  # shooting from the chord failed: start from a minimal-energy curve
-                _relax(model, X[m], Y[m], u)
-            st, it, res = _shoot(model, X[m], Y[m], u, rtol, atol, max_steps, tol, max_iter,
-                                 g, dg, d2g, low, work, y, y_stage, K, x, v, w, b, c, r, dv, u_best,
-                                 A, B, J, g1)
-            total += it
+                curve = _relax(model, X[m], Y[m], u)
+            # continuation (fallback only): shoot to the curve's nodes at 1/4 and 1/2 of the way, each
+            # solution, rescaled, starting the next, then to Y itself
+            stages = 1 if attempt == 0 else 3
+            frac = 1.0 if attempt == 0 else 0.25
+            for k in range(n):
+                u[k] *= frac
+            for stage in range(stages):
+                target = Y[m] if stage == stages - 1 else curve[int(frac * (curve.shape[0] - 1))]
+                st, it, res = _shoot(model, X[m], target, u, rtol, atol, max_steps, tol, max_iter,
+                                     g, dg, d2g, low, work, y, y_stage, K, x, v, w, b, c, r, dv,
+                                     u_best, A, B, J, g1)
+                total += it
+                if st != OK:
+                    break
+                for k in range(n):
+                    u[k] *= 2.0  # the sub-curve to twice the fraction: twice the velocity
+                frac *= 2.0
+            if st == OK:
+                for k in range(n):
+                    u[k] *= 0.5
             fallback[m] = attempt == 1
             if st == OK:
                 _metric_of(model, X[m], g, dg, d2g, work)
