@@ -38,16 +38,16 @@ _REASONS = {kg.LEFT_CHART: "left the chart", kg.MAX_STEPS: "hit the step limit",
             kg.NOT_CONVERGED: "did not converge"}
 
 
-def _options(steps, rtol, atol, max_steps):
-    if steps is not None:
-        steps = check_dim(steps, "steps")
-    return dict(steps=0 if steps is None else steps, rtol=check_positive(rtol, "rtol"),
-                atol=check_positive(atol, "atol"), max_steps=check_dim(max_steps, "max_steps"))
+def _tolerances(rtol, atol, max_steps):
+    return dict(rtol=check_positive(rtol, "rtol"), atol=check_positive(atol, "atol"),
+                max_steps=check_dim(max_steps, "max_steps"))
 
 
-def _report(what, status, counts, residual, fallback, return_info):
-    """Warn about failed pairs; the info tuple when asked for."""
+def _report(what, status, counts, residual, return_info, fallback=None):
+    """Warn about failed pairs; the info tuple when asked for (``fallback`` only from ``log``)."""
     failed = status != kg.OK
+    if fallback is None:
+        fallback = np.zeros(len(status), dtype=bool)
     if failed.any():
         parts = ", ".join(f"{int((status == code).sum())} {reason}" for code, reason in _REASONS.items()
                           if (status == code).any())
@@ -113,7 +113,8 @@ class GeodesicMethods:
 
     def _follow(self, op, X, V, W, times, t, steps, rtol, atol, max_steps, return_info, what,
                 sampled=False):
-        options = _options(steps, rtol, atol, max_steps)
+        steps = 0 if steps is None else check_dim(steps, "steps")  # 0: adaptive
+        options = _tolerances(rtol, atol, max_steps)
         X, V, single = self._pairs(X, V, ("X", "V"))
         if W is not None:
             X, W, single_w = self._pairs(X, W, ("X", "W"))
@@ -122,8 +123,8 @@ class GeodesicMethods:
             single = single and single_w
         self._check_chart(X)
         out, status, counts, residual = kg.follow(self._params, op, X, V * t if t != 1.0 else V, W,
-                                                  times=times, **options)
-        info = _report(what, status, counts, residual, np.zeros(len(X), dtype=bool), return_info)
+                                                  times=times, steps=steps, **options)
+        info = _report(what, status, counts, residual, return_info)
         return _result(out if sampled else out[:, 0], info, single)
 
     def log(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
@@ -147,15 +148,14 @@ class GeodesicMethods:
         return _result(length, info, single)
 
     def _log(self, X, Y, rtol, atol, tol, max_iter, max_steps, return_info, what):
-        options = _options(None, rtol, atol, max_steps)
-        del options["steps"]
+        options = _tolerances(rtol, atol, max_steps)
         X, Y, single = self._pairs(X, Y, ("X", "Y"))
         self._check_chart(X)
         self._check_chart(Y)
         V, status, counts, residual, length, fallback = kg.log(
             self._params, X, Y, tol=check_positive(tol, "tol"), max_iter=check_dim(max_iter, "max_iter"),
             **options)
-        info = _report(what, status, counts, residual, fallback, return_info)
+        info = _report(what, status, counts, residual, return_info, fallback)
         return V, length, info, single
 
 
