@@ -7,12 +7,14 @@ its step limit, the logarithm did not converge) is a NaN row in the plain result
 ``RuntimeWarning`` saying how many; ``return_info=True`` returns a ``GeodesicInfo`` as well.
 """
 import warnings
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 
 from .kernels import geodesic as kg
 from .kernels.validation import as_points, check_dim, check_positive
+from .plan import Plan
 
 
 class GeodesicInfo(NamedTuple):
@@ -58,6 +60,20 @@ def _report(what, status, counts, residual, return_info, fallback=None):
     return None
 
 
+def _finish_follow(what, return_info, sampled, single, outputs):
+    """``Plan.finish`` of ``exp``, ``geodesic``, ``parallel_transport``."""
+    out, status, counts, residual = outputs
+    info = _report(what, status, counts, residual, return_info)
+    return _result(out if sampled else out[:, 0], info, single)
+
+
+def _finish_log(what, return_info, single, outputs):
+    """``Plan.finish`` of ``log`` and ``distance``."""
+    V, status, counts, residual, length, fallback = outputs
+    info = _report(what, status, counts, residual, return_info, fallback)
+    return _result(V if what == "log" else length, info, single)
+
+
 def _result(value, info, single):
     if single:
         value = value[0]
@@ -88,6 +104,11 @@ class GeodesicMethods:
         ``ẍ^k = −Γ^k_ij ẋ^i ẋ^j`` with Dormand–Prince 5(4) to ``rtol``/``atol``, or with ``steps`` fixed
         RK4 steps. ``t`` may be any real number (``γ_V(t) = γ_{tV}(1)``).
         """
+        return self._plan_exp(X, V, t, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps,
+                              return_info=return_info).run()
+
+    def _plan_exp(self, X, V, t=1.0, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
+                  return_info=False):
         t = float(t)
         if not np.isfinite(t):
             raise ValueError(f"t must be finite, got {t!r}")
@@ -99,6 +120,11 @@ class GeodesicMethods:
         """The geodesics from ``X`` with velocities ``V`` sampled at ``n`` equally spaced times from 0
         to 1: ``(M, n, d)``. With ``steps``, each of the ``n − 1`` intervals gets its share of the
         RK4 steps (at least one)."""
+        return self._plan_geodesic(X, V, n, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps,
+                                   return_info=return_info).run()
+
+    def _plan_geodesic(self, X, V, n=50, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
+                       return_info=False):
         n = check_dim(n, "n", minimum=2)
         return self._follow(kg.EXP, X, V, None, np.linspace(0.0, 1.0, n), 1.0, steps, rtol, atol,
                             max_steps, return_info, "geodesic", sampled=True)
@@ -108,11 +134,17 @@ class GeodesicMethods:
         """Parallel transport of the tangent vectors ``W (M, d)`` at ``X`` along the geodesics with
         velocities ``V`` from ``t = 0`` to ``1``: ``(M, d)`` at the end points ``exp(X, V)``
         (``Ẇ^k = −Γ^k_ij ẋ^i W^j``, integrated alongside the geodesic)."""
+        return self._plan_parallel_transport(X, V, W, steps=steps, rtol=rtol, atol=atol,
+                                             max_steps=max_steps, return_info=return_info).run()
+
+    def _plan_parallel_transport(self, X, V, W, *, steps=None, rtol=1e-10, atol=1e-12,
+                                 max_steps=20_000, return_info=False):
         return self._follow(kg.TRANSPORT, X, V, W, (1.0,), 1.0, steps, rtol, atol, max_steps,
                             return_info, "parallel_transport")
 
     def _follow(self, op, X, V, W, times, t, steps, rtol, atol, max_steps, return_info, what,
                 sampled=False):
+        """The plan of ``kernels.geodesic.follow`` on validated pairs."""
         steps = 0 if steps is None else check_dim(steps, "steps")  # 0: adaptive
         options = _tolerances(rtol, atol, max_steps)
         X, V, single = self._pairs(X, V, ("X", "V"))
@@ -122,10 +154,9 @@ class GeodesicMethods:
                 V = np.ascontiguousarray(np.broadcast_to(V, X.shape))
             single = single and single_w
         self._check_chart(X)
-        out, status, counts, residual = kg.follow(self._params, op, X, V * t if t != 1.0 else V, W,
-                                                  times=times, steps=steps, **options)
-        info = _report(what, status, counts, residual, return_info)
-        return _result(out if sampled else out[:, 0], info, single)
+        options.update(op=op, times=np.asarray(times, dtype=np.float64), steps=steps)
+        return Plan(kg.follow, self._params, (X, V * t if t != 1.0 else V, W), options,
+                    partial(_finish_follow, what, return_info, sampled, single), owner=self)
 
     def log(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
             return_info=False):
@@ -137,26 +168,28 @@ class GeodesicMethods:
         both measured in the metric at ``Y``. Near cut points (e.g. antipodes) the answer is one of
         several geodesics, not necessarily the shortest.
         """
-        V, _, info, single = self._log(X, Y, rtol, atol, tol, max_iter, max_steps, return_info, "log")
-        return _result(V, info, single)
+        return self._plan_log(X, Y, rtol=rtol, atol=atol, tol=tol, max_iter=max_iter,
+                              max_steps=max_steps, return_info=return_info).run()
 
-    def distance(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
-                 return_info=False):
-        """Geodesic distances ``|log(X, Y)|_g(X)``: ``(M,)`` (options as in ``log``)."""
-        _, length, info, single = self._log(X, Y, rtol, atol, tol, max_iter, max_steps, return_info,
-                                            "distance")
-        return _result(length, info, single)
-
-    def _log(self, X, Y, rtol, atol, tol, max_iter, max_steps, return_info, what):
+    def _plan_log(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
+                  return_info=False, what="log"):
+        """The plan of ``kernels.geodesic.log`` on validated pairs (``what``: log or distance)."""
         options = _tolerances(rtol, atol, max_steps)
         X, Y, single = self._pairs(X, Y, ("X", "Y"))
         self._check_chart(X)
         self._check_chart(Y)
-        V, status, counts, residual, length, fallback = kg.log(
-            self._params, X, Y, tol=check_positive(tol, "tol"), max_iter=check_dim(max_iter, "max_iter"),
-            **options)
-        info = _report(what, status, counts, residual, return_info, fallback)
-        return V, length, info, single
+        options.update(tol=check_positive(tol, "tol"), max_iter=check_dim(max_iter, "max_iter"))
+        return Plan(kg.log, self._params, (X, Y), options,
+                    partial(_finish_log, what, return_info, single), owner=self)
+
+    def distance(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
+                 return_info=False):
+        """Geodesic distances ``|log(X, Y)|_g(X)``: ``(M,)`` (options as in ``log``)."""
+        return self._plan_distance(X, Y, rtol=rtol, atol=atol, tol=tol, max_iter=max_iter,
+                                   max_steps=max_steps, return_info=return_info).run()
+
+    def _plan_distance(self, X, Y, **options):
+        return self._plan_log(X, Y, **options, what="distance")
 
 
 class DataInterpolation:
@@ -183,7 +216,7 @@ class DataInterpolation:
             rtol, atol = options.get("rtol", 1e-10), options.get("atol", 1e-12)
             out[ok] = self._follow(kg.EXP, A[ok], V[ok], None, np.atleast_1d(times), 1.0, None, rtol,
                                    atol, options.get("max_steps", 20_000), False, "interpolate",
-                                   sampled=True)
+                                   sampled=True).run()
         if times.ndim == 0:
             out = out[:, 0]
         return out[0] if single else out

@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from functools import partial
+
 import numpy as np
 
 from .kernels import superposition as sp
 from .kernels.validation import as_real_array, check_finite
+from .plan import Plan
 
 FORMAT = "anant_fast.LayerStack/1"
 """Format tag of saved stacks."""
@@ -437,36 +440,52 @@ class LayerStack:
         step, layer position)`` (the same outcome however the stack is split). Entangled seconds take
         their first's outcome with the pair's strength. Returns the outcomes ``(layers, entities)``
         (state indices; ``states[outcome]`` names them)."""
+        if entities is None:
+            return self._plan_collapse(seed, layers, step).run()
         rows = self._rows(entities, unique=True)
+        li, seed, step = self._draw_keys(seed, layers, step)
+        # the firsts of the selected seconds join the draw (their outcomes are recomputed, not
+        # changed), and pairs are renumbered to positions in the drawn rows
+        chosen = np.isin(self._pairs[:, 1], rows)
+        pairs, strengths = self._pairs[chosen], self._strengths[chosen]
+        index = np.concatenate([rows, np.setdiff1d(pairs[:, 0], rows)])
+        where = np.empty(self._entities.size, np.int64)
+        where[index] = np.arange(index.size)
+        outcomes = sp.collapse_outcomes(self._psi[np.ix_(li, index)], seed, step, li, index=index,
+                                        pairs=where[pairs], strengths=strengths, name="the stack",
+                                        labels=self._entities[index])
+        outcomes = outcomes[:, :rows.size]
+        self._psi[np.ix_(li, rows)] = sp.basis(outcomes, self._states.size)
+        return outcomes
+
+    def _draw_keys(self, seed, layers, step):
+        """Layer positions (the draw streams), seed and step of a collapse, validated."""
         li = np.arange(len(self._layers)) if layers is None else self._layer_rows(layers)
-        seed = sp.as_counter(seed, "seed", 64)
-        step = sp.as_counter(step, "step", 32)
-        pairs, strengths = self._pairs, self._strengths
-        if rows is None:
-            index, labels = None, self._entities
-            psi = self._psi if layers is None else self._psi[li]
-        else:
-            # the firsts of the selected seconds join the draw (their outcomes are recomputed, not
-            # changed), and pairs are renumbered to positions in the drawn rows
-            chosen = np.isin(pairs[:, 1], rows)
-            pairs, strengths = pairs[chosen], strengths[chosen]
-            index = np.concatenate([rows, np.setdiff1d(pairs[:, 0], rows)])
-            where = np.empty(self._entities.size, np.int64)
-            where[index] = np.arange(index.size)
-            pairs = where[pairs]
-            labels = self._entities[index]
-            psi = self._psi[np.ix_(li, index)]
-        outcomes = sp.collapse_outcomes(psi, seed, step, li.astype(np.int64), index=index,
-                                        pairs=pairs, strengths=strengths, name="the stack",
-                                        labels=labels)
-        if rows is None and layers is None:
+        return li.astype(np.int64), sp.as_counter(seed, "seed", 64), sp.as_counter(step, "step", 32)
+
+    def plan(self, method, *args, **kwargs):
+        """``step`` or ``collapse`` of every entity, validated and prepared but not run: a ``Plan``
+        over the entities (``plan(...).run()`` is the method; the Ray layer runs it sharded). Its
+        finish commits the new states: do not change the stack while a sharded plan runs."""
+        if method not in ("step", "collapse"):
+            raise ValueError(f"LayerStack has no sharded method {method!r}; one of ['collapse', 'step']")
+        return getattr(self, f"_plan_{method}")(*args, **kwargs)
+
+    def _plan_collapse(self, seed, layers=None, step=0):
+        li, seed, step = self._draw_keys(seed, layers, step)
+        psi = self._psi if layers is None else self._psi[li]
+        return Plan(_collapse_rows, li, (psi, self._entities), {"seed": seed, "step": step},
+                    partial(self._commit_collapse, li, seed, step, layers is None), axes=(1, 0),
+                    out_axes=(1,), offset="offset")
+
+    def _commit_collapse(self, li, seed, step, every_layer, outputs):
+        (outcomes,) = outputs
+        sp.correlate_outcomes(outcomes, seed, step, li, pairs=self._pairs, strengths=self._strengths)
+        if every_layer:
             self._psi[...] = 0.0
             np.put_along_axis(self._psi, outcomes[..., None], 1.0, axis=-1)
-        elif rows is None:
-            self._psi[li] = sp.basis(outcomes, self._states.size)
         else:
-            outcomes = outcomes[:, :rows.size]
-            self._psi[np.ix_(li, rows)] = sp.basis(outcomes, self._states.size)
+            self._psi[li] = sp.basis(outcomes, self._states.size)
         return outcomes
 
     def step(self, U=None, observe=None, weights=None, out=None):
@@ -475,9 +494,7 @@ class LayerStack:
         for all layers; None: no observation), renormalise, and superpose the layers by ``weights``
         (the layer weights when None). Returns the superposition ``(N, S)`` and its entropy ``(N,)``,
         written into ``out = (superposition, entropy)`` when given (reused across steps)."""
-        Us, u_of = (None, None) if U is None else self._unitaries(U, None)
-        lik, lik_of = (None, None) if observe is None else self._likelihood(observe, None, None)
-        w = self._weights(weights, None)
+        Us, u_of, lik, lik_of, w = self._step_inputs(U, observe, weights)
         N, S = self.shape[1:]
         mixed, H = (None, None) if out is None else out
         mixed = sp.as_output(mixed, (N, S), np.complex128, [self._psi], "out[0]")
@@ -486,9 +503,26 @@ class LayerStack:
             self._spare = np.empty_like(self._psi)
         sp.fused_update(self._psi, U=Us, u_of=u_of, lik=lik, lik_of=lik_of, mix=w[None],
                         states=self._spare, mixed=mixed[None], entropy=H[None], name="the stack",
-                        what="step: the observation or the superposition leaves zero probability",
-                        labels=self._entities)
+                        what=_STEP_FAILED, labels=self._entities)
         self._psi, self._spare = self._spare, self._psi
+        return mixed, H
+
+    def _step_inputs(self, U, observe, weights):
+        """``(U, u_of, lik, lik_of, weights)`` of ``step`` for ``fused_update``, validated."""
+        Us, u_of = (None, None) if U is None else self._unitaries(U, None)
+        lik, lik_of = (None, None) if observe is None else self._likelihood(observe, None, None)
+        return Us, u_of, lik, lik_of, self._weights(weights, None)
+
+    def _plan_step(self, U=None, observe=None, weights=None):
+        Us, u_of, lik, lik_of, w = self._step_inputs(U, observe, weights)
+        per_entity = lik is not None and lik.shape[1] > 1
+        shared = (Us, u_of, None if per_entity else lik, lik_of, w)
+        return Plan(_step_rows, shared, (self._psi, lik if per_entity else None, self._entities), {},
+                    self._commit_step, axes=(1, 1, 0), out_axes=(1, 0, 0))
+
+    def _commit_step(self, outputs):
+        states, mixed, H = outputs
+        self._psi, self._spare = states, self._psi
         return mixed, H
 
     # ------------------------------------------------------------------ reads
@@ -625,3 +659,27 @@ class LayerStack:
                 stack.entangle(stack._entities[pairs[:, 0]], stack._entities[pairs[:, 1]],
                                f["strengths"])
         return stack
+
+
+_STEP_FAILED = "step: the observation or the superposition leaves zero probability"
+
+
+def _step_rows(shared, psi, lik, labels):
+    """``Plan.compute`` of ``LayerStack.step`` on the entities of ``psi (L, n, S)`` (a strided slice
+    of the stack is gathered contiguous first: the only input copy)."""
+    Us, u_of, shared_lik, lik_of, w = shared
+    L, n, S = psi.shape
+    states = np.empty((L, n, S), np.complex128)
+    mixed = np.empty((1, n, S), np.complex128)
+    H = np.empty((1, n))
+    sp.fused_update(psi, U=Us, u_of=u_of, lik=shared_lik if lik is None else lik, lik_of=lik_of,
+                    mix=w[None], states=states, mixed=mixed, entropy=H, name="the stack",
+                    what=_STEP_FAILED, labels=labels)
+    return states, mixed[0], H[0]
+
+
+def _collapse_rows(streams, psi, labels, *, seed, step, offset):
+    """``Plan.compute`` of ``LayerStack.collapse``: Born-rule outcomes of the entities ``offset ...``
+    (pairs are correlated afterwards, on all entities)."""
+    return (sp.collapse_outcomes(psi, seed, step, streams, offset=offset, name="the stack",
+                                 labels=labels),)

@@ -8,6 +8,8 @@ Sign convention: the round sphere of radius r has sectional curvature +1/r².
 A model object only carries parameters (a typed record); the compiled generic kernels of
 ``anant_fast.kernels`` carry the algorithms and are specialised per model family.
 """
+from functools import partial
+
 import numpy as np
 from numba.core import types
 from numba.core.dispatcher import Dispatcher
@@ -15,8 +17,9 @@ from numba.core.dispatcher import Dispatcher
 from .geodesics import DataInterpolation, GeodesicInfo, GeodesicMethods
 from .kernels import batch
 from .kernels import metric as km
-from .kernels.covariance import ROWS_PER_BLOCK, mahalanobis_kernel, weighted_covariance
+from .kernels.covariance import mahalanobis, mahalanobis_factor, weighted_covariance, zscore_outliers
 from .kernels.grid import build_grid, cutoff_radius
+from .plan import Plan
 from .kernels.validation import (as_batch, as_plane, as_points, as_real_array, check_dim,
                                  check_finite, check_positive, check_spd)
 
@@ -45,22 +48,41 @@ class MetricModel(GeodesicMethods):
         self._check_chart(Q)
         return Q, single
 
-    def _evaluate(self, quantity, Q, U=None, V=None, order=2):
+    def _pointwise(self, quantity, Q, U=None, V=None, order=2):
+        """The plan of a point-wise quantity (``kernels.batch``) at ``Q``."""
         Q, single = self._points(Q)
         if U is not None:
             U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
-        out = batch.evaluate(self._params, Q, quantity, U, V, order)
-        if not single:
-            return out
-        return tuple(a[0] for a in out) if quantity == batch.METRIC else out[0]
+        return Plan(_evaluate, self._params, (Q, U, V), {"quantity": quantity, "order": order},
+                    partial(_unwrap, quantity, single), owner=self)
+
+    _PLANNED = {"christoffel": batch.CHRISTOFFEL, "riemann": batch.RIEMANN, "ricci": batch.RICCI,
+                "scalar_curvature": batch.SCALAR, "sectional_curvature": batch.SECTIONAL}
+
+    def plan(self, method, *args, **kwargs):
+        """The call ``self.method(*args, **kwargs)`` validated and prepared, not run: a ``Plan``
+        (``plan(...).run()`` is the method's result; the Ray layer runs it sharded). ``method``:
+        ``christoffel``, ``riemann``, ``ricci``, ``scalar_curvature``, ``sectional_curvature``,
+        ``derivatives``, ``exp``, ``geodesic``, ``parallel_transport``, ``log``, ``distance``, and
+        ``mahalanobis`` for ``Covariance``."""
+        if method in self._PLANNED:
+            return self._pointwise(self._PLANNED[method], *args, **kwargs)
+        build = getattr(self, f"_plan_{method}", None)
+        if build is None:
+            names = sorted([*self._PLANNED, *(m[6:] for m in dir(self) if m.startswith("_plan_"))])
+            raise ValueError(f"{type(self).__name__} has no point-wise method {method!r}; one of {names}")
+        return build(*args, **kwargs)
+
+    def _plan_derivatives(self, Q, order=2):
+        if order not in (0, 1, 2):
+            raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+        return self._pointwise(batch.METRIC, Q, order=order)
 
     # --- metric ---
     def derivatives(self, Q, order=2):
         """``(g, dg, d2g)`` at ``Q``: ``(M, d, d)``, ``(M, d, d, d)``, ``(M, d, d, d, d)``; ``order`` < 2
         returns only the first ``order + 1`` of them."""
-        if order not in (0, 1, 2):
-            raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
-        return self._evaluate(batch.METRIC, Q, order=order)
+        return self._plan_derivatives(Q, order).run()
 
     def metric(self, Q):
         """Metric tensor ``g``: ``(M, d, d)``."""
@@ -74,29 +96,43 @@ class MetricModel(GeodesicMethods):
     # --- connection and curvature (fused: model -> answer) ---
     def christoffel(self, Q):
         """Christoffel symbols ``Γ[m, k, i, j] = Γ^k_ij``: ``(M, d, d, d)``."""
-        return self._evaluate(batch.CHRISTOFFEL, Q)
+        return self.plan('christoffel', Q).run()
 
     def riemann(self, Q):
         """Riemann tensor ``R[m, a, b, c, e] = R^a_bce``: ``(M, d, d, d, d)``."""
-        return self._evaluate(batch.RIEMANN, Q)
+        return self.plan('riemann', Q).run()
 
     def ricci(self, Q):
         """Ricci tensor ``Ric[m, b, e] = R^a_bae``: ``(M, d, d)``."""
-        return self._evaluate(batch.RICCI, Q)
+        return self.plan('ricci', Q).run()
 
     def scalar_curvature(self, Q):
         """Scalar curvature ``g^{be} Ric_be``: ``(M,)``. Never forms the Riemann tensor."""
-        return self._evaluate(batch.SCALAR, Q)
+        return self.plan('scalar_curvature', Q).run()
 
     def sectional_curvature(self, Q, U, V):
         """Sectional curvature of the planes spanned by ``U``, ``V`` (each ``(M, d)``): ``(M,)``."""
-        return self._evaluate(batch.SECTIONAL, Q, U, V)
+        return self.plan("sectional_curvature", Q, U, V).run()
 
     def gaussian_curvature(self, Q):
         """Gaussian curvature of a 2-dimensional model (half the scalar curvature): ``(M,)``."""
         if self.dim != 2:
             raise ValueError(f"gaussian_curvature needs a 2-dimensional model, this one has dim={self.dim}")
         return 0.5 * self.scalar_curvature(Q)
+
+
+def _evaluate(params, Q, U, V, quantity, order):
+    """``Plan.compute`` of the point-wise quantities: ``kernels.batch.evaluate`` as a tuple."""
+    out = batch.evaluate(params, Q, quantity, U, V, order)
+    return out if quantity == batch.METRIC else (out,)
+
+
+def _unwrap(quantity, single, outputs):
+    """``Plan.finish`` of the point-wise quantities: drop the point axis of a single point."""
+    if quantity != batch.METRIC:
+        (outputs,) = outputs
+    return outputs if not single else (outputs[0] if quantity != batch.METRIC
+                                       else tuple(a[0] for a in outputs))
 
 
 class Euclidean(MetricModel):
@@ -180,10 +216,8 @@ class Covariance(DataInterpolation, MetricModel):
         if not (np.isfinite(self.mean).all() and np.isfinite(self.covariance).all()):
             check_finite(X, "X")
             raise ValueError("X is too large in magnitude: its covariance overflows float64")
-        A = self.covariance + self.eps * np.eye(self.dim)
-        self.G = np.linalg.inv(A)
-        self.G = 0.5 * (self.G + self.G.T)
-        self._upper = np.ascontiguousarray(np.linalg.cholesky(self.G).T)
+        self.G, self._upper = mahalanobis_factor(self.covariance, self.eps)
+        self._factor = (self.mean, self._upper)
         self._X = X
         self._params = km.ConstantParams(self.G)
 
@@ -192,24 +226,24 @@ class Covariance(DataInterpolation, MetricModel):
 
     def mahalanobis(self, Y):
         """Mahalanobis distances ``sqrt((y − μ)ᵀ G (y − μ))`` of ``Y (M, d)``: ``(M,)``. One fused pass."""
-        Y, single = as_points(Y, self.dim, "Y")
-        out = self._mahalanobis(Y)
-        return out[0] if single else out
+        return self._plan_mahalanobis(Y).run()
 
-    def _mahalanobis(self, Y):
-        out = np.empty(len(Y))
-        mahalanobis_kernel(Y, self.mean, self._upper, max(1, -(-len(Y) // ROWS_PER_BLOCK)), out)
-        return out
+    def _plan_mahalanobis(self, Y):
+        Y, single = as_points(Y, self.dim, "Y")
+        return Plan(_mahalanobis, self._factor, (Y,), {},
+                    partial(_unwrap, batch.SCALAR, single), owner=self)
 
     def outliers(self, Y=None, z=3.0):
         """Indices of the rows of ``Y`` (default: the fitted data) whose Mahalanobis distance ``m`` has
         ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``)."""
         z = check_positive(z, "z")
-        m = self._mahalanobis(self._X) if Y is None else np.atleast_1d(self.mahalanobis(Y))
-        std = m.std()
-        if std == 0:
-            return np.empty(0, dtype=np.int64)
-        return np.flatnonzero(np.abs(m - m.mean()) > z * std)
+        m = mahalanobis(self._X, *self._factor) if Y is None else np.atleast_1d(self.mahalanobis(Y))
+        return zscore_outliers(m, z)
+
+
+def _mahalanobis(factor, Y):
+    """``Plan.compute`` of ``Covariance.mahalanobis``; ``factor = (mean, upper)``."""
+    return (mahalanobis(Y, *factor),)
 
 
 class _LocalModel(DataInterpolation, MetricModel):

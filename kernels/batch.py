@@ -13,7 +13,7 @@ from .connection import christoffel_derivative_point, christoffel_point, point_b
 from .curvature import ricci_point, riemann_point, scalar_point, sectional_point
 from .linalg import spd_inverse
 from .metric import load_metric, point_dim, run, tabulated_source
-from .validation import as_plane
+from .validation import as_plane, readonly
 
 METRIC, CHRISTOFFEL, RIEMANN, RICCI, SCALAR, SECTIONAL = range(6)
 _TENSOR_RANK = {CHRISTOFFEL: 3, RIEMANN: 4, RICCI: 2, SCALAR: 0, SECTIONAL: 0}
@@ -83,14 +83,15 @@ def evaluate(source, Q, quantity, U=None, V=None, order=2):
     """Run the driver on prepared ``Q (M, d)``; returns the result shaped ``(M,) + (d,) * rank``
     (for ``METRIC`` a tuple ``(g, dg, d2g)`` up to ``order``)."""
     M, n = Q.shape
-    empty = np.empty((0, n))
+    empty = readonly(np.empty((0, n)))
     if quantity == METRIC:
         width = sum(n ** r for r in (2, 3, 4)[:order + 1])
     else:
         width = n ** _TENSOR_RANK[quantity]
         order = 1 if quantity == CHRISTOFFEL else 2
     out = np.empty((M, max(width, 1)))
-    run(pointwise_kernel, source, Q, empty if U is None else U, empty if V is None else V,
+    run(pointwise_kernel, source, readonly(Q), empty if U is None else readonly(U),
+        empty if V is None else readonly(V),
         quantity, order, block_count(M), out)
     if quantity != METRIC:
         return out.reshape((M,) + (n,) * _TENSOR_RANK[quantity])

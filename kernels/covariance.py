@@ -7,6 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import JIT, PARALLEL_JIT, block_bounds
+from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
 
@@ -26,18 +27,20 @@ loaded and stored once per 4 rows, which more than halves the time of the pass."
 
 
 @njit(**PARALLEL_JIT)
-def _block_moments(X, w, n_blocks, weight, mean, comoment):
-    """Per block b of rows: total weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ``,
-    in one pass over the block with sums shifted by its first row (the shift keeps the cancellation
-    in ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``w`` of length 0 means unit weights."""
+def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
+    """Per block ``b = first + k`` (``k < len(weight)``) of the ``n_blocks`` row blocks of ``X``: total
+    weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ`` into row ``k`` of the
+    outputs, in one pass over the block with sums shifted by its first row (the shift keeps the
+    cancellation in ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``w`` of length 0: unit weights."""
     N, d = X.shape
     unweighted = w.shape[0] == 0
-    for b in prange(n_blocks):
+    for k in prange(weight.shape[0]):
+        b = first + k
         lo, hi = block_bounds(b, n_blocks, N)
         shift = X[lo]
-        S1 = mean[b]
+        S1 = mean[k]
         S1[:] = 0.0
-        S2 = comoment[b]
+        S2 = comoment[k]
         S2[:, :] = 0.0
         D = np.empty((ROWS_PER_STEP, d))   # shifted rows
         WD = np.empty((ROWS_PER_STEP, d))  # weighted shifted rows
@@ -55,7 +58,7 @@ def _block_moments(X, w, n_blocks, weight, mean, comoment):
                 S1[i] += a0 + a1 + a2 + a3
                 for j in range(d):
                     S2[i, j] += a0 * D[0, j] + a1 * D[1, j] + a2 * D[2, j] + a3 * D[3, j]
-        weight[b] = W
+        weight[k] = W
         inv_w = 1.0 / W if W > 0.0 else 0.0
         for i in range(d):
             for j in range(d):
@@ -64,22 +67,46 @@ def _block_moments(X, w, n_blocks, weight, mean, comoment):
             S1[i] = shift[i] + S1[i] * inv_w
 
 
-def weighted_covariance(X, w):
-    """Weighted mean ``(d,)`` and covariance ``Σ w (x − μ)(x − μ)ᵀ / Σ w`` ``(d, d)`` of ``X (N, d)``.
+def moment_blocks(N):
+    """Number of row blocks of ``N`` rows: the fixed granularity of the moments, whatever the
+    thread or shard count (which keeps every split of the work bitwise identical)."""
+    return max(1, -(-N // ROWS_PER_BLOCK))
 
-    ``w (N,)`` non-negative weights with positive sum, or an empty array for unit weights.
-    """
+
+def block_moments(X, w, first=0, last=None):
+    """Moments of the row blocks ``[first, last)`` (default: all) of ``X (N, d)`` with weights ``w``
+    (``(N,)``, or empty for unit weights): ``(weight (B,), means (B, d), comoments (B, d, d))``."""
     N, d = X.shape
-    n_blocks = max(1, -(-N // ROWS_PER_BLOCK))
-    weight = np.empty(n_blocks)
-    means = np.empty((n_blocks, d))
-    comoments = np.empty((n_blocks, d, d))
-    _block_moments(X, w, n_blocks, weight, means, comoments)
+    n_blocks = moment_blocks(N)
+    last = n_blocks if last is None else last
+    weight = np.empty(last - first)
+    means = np.empty((last - first, d))
+    comoments = np.empty((last - first, d, d))
+    _block_moments(readonly(X), readonly(w), first, n_blocks, weight, means, comoments)
+    return weight, means, comoments
+
+
+def merge_moments(weight, means, comoments):
+    """Merge block moments exactly (Chan et al.), in block order: weighted mean ``(d,)`` and
+    covariance ``Σ w (x − μ)(x − μ)ᵀ / Σ w`` ``(d, d)``."""
     total = weight.sum()
     mean = weight @ means / total
     spread = means - mean
     C = comoments.sum(axis=0) + np.einsum("b,bi,bj->ij", weight, spread, spread)
     return mean, 0.5 * (C + C.T) / total
+
+
+def weighted_covariance(X, w):
+    """Weighted mean ``(d,)`` and covariance ``(d, d)`` of ``X (N, d)``; ``w (N,)`` non-negative
+    weights with positive sum, or an empty array for unit weights."""
+    return merge_moments(*block_moments(X, w))
+
+
+def mahalanobis_factor(covariance, eps):
+    """The metric ``G = (C + eps·I)⁻¹`` (symmetrised) and ``Lᵀ`` of its Cholesky factor ``G = L Lᵀ``."""
+    G = np.linalg.inv(covariance + eps * np.eye(len(covariance)))
+    G = 0.5 * (G + G.T)
+    return G, np.ascontiguousarray(np.linalg.cholesky(G).T)
 
 
 @njit(**PARALLEL_JIT)
@@ -103,3 +130,19 @@ def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
                 acc[r] += row[r] * row[r]
         for r in range(hi - lo):
             out[lo + r] = np.sqrt(acc[r])
+
+
+def mahalanobis(Y, mean, upper):
+    """Mahalanobis distances ``(M,)`` of prepared ``Y (M, d)`` (see ``mahalanobis_kernel``)."""
+    out = np.empty(len(Y))
+    mahalanobis_kernel(readonly(Y), readonly(mean), readonly(upper), moment_blocks(len(Y)), out)
+    return out
+
+
+def zscore_outliers(m, z):
+    """Indices where ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``); none
+    when every ``m`` is equal."""
+    std = m.std()
+    if std == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(np.abs(m - m.mean()) > z * std)

@@ -25,6 +25,7 @@ from .connection import point_buffers
 from .linalg import cholesky, cholesky_solve, solve
 from .metric import in_chart, metric_at, point_dim, workspace_size, workspace_views
 from .metric import run as run_kernel
+from .validation import readonly
 
 EXP, TRANSPORT = range(2)
 """Operations of ``follow_kernel``."""
@@ -644,7 +645,8 @@ def _blocks(M):
     return min(M, block_count(M) * BLOCKS_PER_THREAD // 4)
 
 
-def follow(model, op, X, V, W=None, times=(1.0,), steps=0, rtol=1e-10, atol=1e-12, max_steps=20_000):
+def follow(model, X, V, W=None, op=EXP, times=(1.0,), steps=0, rtol=1e-10, atol=1e-12,
+           max_steps=20_000):
     """Run ``follow_kernel`` on prepared float64 arrays ``X, V (M, n)`` (and ``W`` for ``TRANSPORT``).
 
     Returns ``(out, status, counts, residual)``, ``out`` of shape ``(M, len(times), n)`` for ``EXP``
@@ -656,7 +658,8 @@ def follow(model, op, X, V, W=None, times=(1.0,), steps=0, rtol=1e-10, atol=1e-1
     status = np.empty(M, dtype=np.int64)
     counts = np.zeros(M, dtype=np.int64)
     residual = np.zeros(M)
-    run_kernel(follow_kernel, model, op, X, V, np.empty((0, n)) if W is None else W, times,
+    run_kernel(follow_kernel, model, op, readonly(X), readonly(V),
+               readonly(np.empty((0, n)) if W is None else W), readonly(times),
                int(steps), float(rtol), float(atol), int(max_steps), _blocks(M), out, status, counts,
                residual)
     return out, status, counts, residual
@@ -674,6 +677,6 @@ def log(model, X, Y, rtol=1e-10, atol=1e-12, max_steps=20_000, tol=1e-10, max_it
     residual = np.zeros(M)
     length = np.zeros(M)
     fallback = np.zeros(M, dtype=np.bool_)
-    run_kernel(log_kernel, model, X, Y, float(rtol), float(atol), int(max_steps), float(tol),
-               int(max_iter), _blocks(M), out, status, counts, residual, length, fallback)
+    run_kernel(log_kernel, model, readonly(X), readonly(Y), float(rtol), float(atol), int(max_steps),
+               float(tol), int(max_iter), _blocks(M), out, status, counts, residual, length, fallback)
     return out, status, counts, residual, length, fallback

@@ -25,7 +25,7 @@ from numba.extending import overload
 from .config import INLINE_JIT, JIT, uncached
 from .grid import neighbour_cell
 from .linalg import spd_inverse
-from .validation import as_batch, as_real_array, check_finite, check_spd
+from .validation import as_batch, as_real_array, check_finite, check_spd, frozen
 
 _OVERLOAD_JIT = dict(JIT, cache=False)
 """Options of the overload implementations below. They are compiled into the cached kernels that call
@@ -544,11 +544,12 @@ def _custom(model, x, order, g, dg, d2g, work):
 
 
 def run(kernel, source, *args):
-    """Call ``kernel(source, *args)``; a ``Custom`` model runs the kernel's uncached twin
-    (``config.uncached``), since a user's function has a new type in every process."""
+    """Call ``kernel(source, *args)`` with the record's arrays read-only (``validation.frozen``); a
+    ``Custom`` model runs the kernel's uncached twin (``config.uncached``), since a user's function
+    has a new type in every process."""
     if isinstance(source, CustomParams):
         kernel = uncached(kernel)
-    return kernel(source, *args)
+    return kernel(frozen(source), *args)
 
 
 def tabulated_source(g, dg=None, d2g=None):

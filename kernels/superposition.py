@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from .config import INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
 from .random import uniform_pair
-from .validation import as_real_array, check_finite
+from .validation import as_real_array, check_finite, readonly
 
 UNITARY_TOL = 1e-10
 """Largest ``|U^H U − I|`` entry accepted for a unitary."""
@@ -375,14 +375,6 @@ def _floats(a):
     return a.view(np.float64).reshape(a.shape[:-1] + (2 * a.shape[-1],))
 
 
-def _readonly(a):
-    """A read-only view of the input ``a``: kernels see every input as read-only, so a caller's
-    read-only array (a Ray object, a frozen likelihood) reuses the same compiled kernel."""
-    view = a.view()
-    view.flags.writeable = False
-    return view
-
-
 def entity_list(labels):
     """``[a, b, ...] (k in total)``: the first ten of ``labels``, for error messages."""
     shown = ", ".join(str(x) for x in labels[:10].tolist())
@@ -432,9 +424,9 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
     n_blocks = block_count(n)
     flags = np.zeros(n, np.uint8)
     counts = np.zeros(n_blocks, np.int64)
-    fused_kernel(_readonly(_floats(psi)), _readonly(Ur), _readonly(Ui), _readonly(u_of),
-                 _readonly(lik), _readonly(lik_of), renorm,
-                 _readonly(_EMPTY_R2 if mix is None else mix),
+    fused_kernel(readonly(_floats(psi)), readonly(Ur), readonly(Ui), readonly(u_of),
+                 readonly(lik), readonly(lik_of), renorm,
+                 readonly(_EMPTY_R2 if mix is None else mix),
                  _EMPTY_R3 if states is None else _floats(states),
                  _EMPTY_R3 if mixed is None else _floats(mixed),
                  _EMPTY_R3 if probs is None else probs,
@@ -457,15 +449,22 @@ def collapse_outcomes(psi, seed, step, streams, index=None, offset=0, pairs=None
     seed, step, offset = np.uint64(seed), np.uint64(step), np.uint64(offset)
     n_blocks = block_count(n)
     counts = np.zeros(n_blocks, np.int64)
-    collapse_kernel(_readonly(_floats(psi)), _readonly(streams), _readonly(index), offset, seed,
+    collapse_kernel(readonly(_floats(psi)), readonly(streams), readonly(index), offset, seed,
                     step, n_blocks, out, counts)
     if counts.any():
         flags = np.where(out < 0, -out, 0).max(axis=0)
         _raise_flagged(flags, name, f"{name} has zero norm", labels)
-    if pairs is not None and len(pairs):
-        correlate_kernel(_readonly(streams), _readonly(index), offset, seed, step, _readonly(pairs),
-                         _readonly(strengths), out)
+    correlate_outcomes(out, seed, step, streams, index, offset, pairs, strengths)
     return out
+
+
+def correlate_outcomes(out, seed, step, streams, index=None, offset=0, pairs=None, strengths=None):
+    """Correlate the outcomes ``out (G, n)`` of entangled pairs in place (``correlate_kernel``; keys
+    as in ``collapse_outcomes``)."""
+    if pairs is not None and len(pairs):
+        correlate_kernel(readonly(streams), readonly(_NONE if index is None else index),
+                         np.uint64(offset), np.uint64(seed), np.uint64(step), readonly(pairs),
+                         readonly(strengths), out)
 
 
 # ---------------------------------------------------------------------------------------------

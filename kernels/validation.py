@@ -5,6 +5,20 @@ Compiled kernels trust their inputs; everything they receive passes through here
 import numpy as np
 
 
+def readonly(a):
+    """A read-only view of the input ``a``. Kernels see every input read-only, so a caller's
+    read-only array (a Ray object-store view, a frozen likelihood) runs the same compiled kernel
+    as a writable one, and a kernel can never write into its inputs."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+def frozen(record):
+    """The model record ``record`` with every array field a read-only view (see ``readonly``)."""
+    return type(record)(*(readonly(f) if isinstance(f, np.ndarray) else f for f in record))
+
+
 def as_real_array(a, name):
     """``a`` as a C-contiguous float64 array (bool, int and float inputs convert; others are a TypeError)."""
     arr = np.asarray(a)

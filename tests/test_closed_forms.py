@@ -5,7 +5,7 @@ from numba import njit
 
 from anant_fast import metrics
 
-DIMS = [2, 3, 4, 5]
+DIMS = [2, 3, 5]  # each dimension is a compiled specialisation: 2, 3 and one higher
 rng = np.random.default_rng(12345)
 
 
@@ -48,7 +48,7 @@ def test_hyperbolic_constant_negative_curvature(dim, model):
     _check_constant_curvature(metrics.Hyperbolic(dim, model), _points(dim, model), -1.0)
 
 
-@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("dim", [2, 3])
 def test_euclidean_is_flat(dim):
     model = metrics.Euclidean(dim)
     Q = _points(dim)
