@@ -111,12 +111,14 @@ def _variational(dg, d2g, low, S, K, s, v, b, col, A, B):
             K[s, 2 + n + j, k] = t
 
 
-@njit(**INLINE_JIT)
+@njit(**NESTED_JIT)
 def _rhs(model, rhs, S, K, s, g, dg, d2g, low, work, x, v, w, b, c, A, B):
     """``K[s] = dS/dt`` for the state ``S (rows, n)``; False if ``S`` is not finite, ``x`` is outside
     the chart or the metric there is not positive definite. ``x, v, w, b, c (n,)`` and ``A, B (n, n)``
     are scratch. (Rows are copied into vectors rather than viewed: a view made in the step loop
-    costs an atomic reference count.)"""
+    costs an atomic reference count.) Called, not inlined: one copy of the model's evaluator per
+    kernel instead of one per integrator cuts the compile time of ``follow_kernel`` by a third
+    (30 s to 18 s for ``Sphere(2)``) for a few per cent of run time."""
     n = g.shape[0]
     total = 0.0
     for i in range(n):
