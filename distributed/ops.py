@@ -114,7 +114,7 @@ def mahalanobis_outliers(X, z=3.0, *, eps=1e-9, shards=None, cpus_per_task=1):
     plan = Plan(_mahalanobis, None, (X,), {},
                 lambda outputs: Outliers(outputs[0], kc.zscore_outliers(outputs[0], z)))
     return shard.start(plan, shards=len(blocks), cpus_per_task=cpus_per_task,
-                       name="mahalanobis_outliers", shared=factor)
+                       name="mahalanobis_outliers", shared=factor, row_refs=(X_ref,))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,14 +125,17 @@ def _plan_shard(lo, hi, compute, shared, axes, options, offset, *rows):
     return tuple(out)
 
 
-def start(plan, *, shards=None, cpus_per_task=1, name="job", shared=None):
+def start(plan, *, shards=None, cpus_per_task=1, name="job", shared=None, row_refs=None):
     """Start ``plan`` sharded: a ``Job``. ``shared`` overrides the plan's shared object (an
-    ObjectRef from an earlier stage, say)."""
+    ObjectRef from an earlier stage, say); ``row_refs`` gives object references already holding the
+    plan's rows (None entries are put here)."""
     ensure_connected()
     n = plan.n_points
     bounds = shard_bounds(n, shards or default_shards())
     axes = plan.split_axes()
-    rows = [None if row is None else ray.put(row) for row in plan.rows]
+    row_refs = row_refs or (None,) * len(plan.rows)
+    rows = [ref if ref is not None or row is None else ray.put(row)
+            for row, ref in zip(plan.rows, row_refs)]
     shared = shared_ref(plan.shared, plan.owner) if shared is None else shared
     refs = launch(_plan_shard, bounds, plan.compute, shared, axes, plan.options, plan.offset, *rows,
                   cpus_per_task=cpus_per_task)
