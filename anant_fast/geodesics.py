@@ -54,7 +54,7 @@ def _report(what, status, counts, residual, return_info, fallback=None):
         parts = ", ".join(f"{int((status == code).sum())} {reason}" for code, reason in _REASONS.items()
                           if (status == code).any())
         warnings.warn(f"{what}: {int(failed.sum())} of {len(status)} pairs failed ({parts}); their rows "
-                      f"are NaN. Pass return_info=True for per-pair details.", RuntimeWarning, stacklevel=3)
+                      f"are NaN. Pass return_info=True for per-pair details.", RuntimeWarning, stacklevel=5)  # _report, finish, Plan.run, the method, its caller
     if return_info:
         return GeodesicInfo(~failed, status == kg.LEFT_CHART, status, residual, counts, fallback)
     return None

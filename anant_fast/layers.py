@@ -466,7 +466,8 @@ class LayerStack:
     def plan(self, method, *args, **kwargs):
         """``step`` or ``collapse`` of every entity, validated and prepared but not run: a ``Plan``
         over the entities (``plan(...).run()`` is the method; the Ray layer runs it sharded). Its
-        finish commits the new states: do not change the stack while a sharded plan runs."""
+        finish commits the new states: the stack changes when a sharded job's result is collected,
+        and a finish refuses (RuntimeError) when another step replaced the states meanwhile."""
         if method not in ("step", "collapse"):
             raise ValueError(f"LayerStack has no sharded method {method!r}; one of ['collapse', 'step']")
         return getattr(self, f"_plan_{method}")(*args, **kwargs)
@@ -475,10 +476,16 @@ class LayerStack:
         li, seed, step = self._draw_keys(seed, layers, step)
         psi = self._psi if layers is None else self._psi[li]
         return Plan(_collapse_rows, li, (psi, self._entities), {"seed": seed, "step": step},
-                    partial(self._commit_collapse, li, seed, step, layers is None), axes=(1, 0),
-                    out_axes=(1,), offset="offset")
+                    partial(self._commit_collapse, self._psi, li, seed, step, layers is None),
+                    axes=(1, 0), out_axes=(1,), offset="offset")
 
-    def _commit_collapse(self, li, seed, step, every_layer, outputs):
+    def _check_unchanged(self, psi):
+        if self._psi is not psi:
+            raise RuntimeError("the stack's states were replaced while this update ran (another "
+                               "step?): its result is not committed")
+
+    def _commit_collapse(self, psi, li, seed, step, every_layer, outputs):
+        self._check_unchanged(psi)
         (outcomes,) = outputs
         sp.correlate_outcomes(outcomes, seed, step, li, pairs=self._pairs, strengths=self._strengths)
         if every_layer:
@@ -518,9 +525,10 @@ class LayerStack:
         per_entity = lik is not None and lik.shape[1] > 1
         shared = (Us, u_of, None if per_entity else lik, lik_of, w)
         return Plan(_step_rows, shared, (self._psi, lik if per_entity else None, self._entities), {},
-                    self._commit_step, axes=(1, 1, 0), out_axes=(1, 0, 0))
+                    partial(self._commit_step, self._psi), axes=(1, 1, 0), out_axes=(1, 0, 0))
 
-    def _commit_step(self, outputs):
+    def _commit_step(self, psi, outputs):
+        self._check_unchanged(psi)
         states, mixed, H = outputs
         self._psi, self._spare = states, self._psi
         return mixed, H

@@ -33,6 +33,10 @@ class Plan:
     owner: Any = None
     offset: str = None
 
+    def __post_init__(self):
+        if self.axes is not None and len(self.axes) != len(self.rows):
+            raise ValueError("a plan needs one entry of axes per row")
+
     def run(self):
         """The result, computed in this process."""
         options = self.options if self.offset is None else dict(self.options, **{self.offset: 0})

@@ -19,6 +19,7 @@ def connect(address=None, *, timeout=10.0, **ray_options):
     """
     global _started, _dashboard
     if ray.is_initialized():
+        _check_same_cluster(address)
         return status()
     if address is not None:
         _check_reachable(address, timeout)
@@ -35,19 +36,38 @@ def connect(address=None, *, timeout=10.0, **ray_options):
     return status()
 
 
-def _check_reachable(address, timeout):
-    """Fail fast, with a clear message, on an address nothing listens on (``ray.init`` would retry
-    for a long time)."""
-    if address == "auto":
-        if not (os.environ.get("RAY_ADDRESS") or os.path.exists("/tmp/ray/ray_current_cluster")):
-            raise ConnectionError("address='auto' found no running Ray cluster on this machine "
-                                  "(start one with `ray start --head`, or give its address)")
+def _check_same_cluster(address):
+    """Refuse to silently stay on the running Ray when asked for another cluster's address."""
+    if address is None or address == "auto" or "://" in address:
         return
+    current = ray.get_runtime_context().gcs_address
+    if _host_port(address)[1] != _host_port(current)[1]:
+        raise RuntimeError(f"this process already runs Ray (at {current}); call "
+                           f"anant_fast.distributed.shutdown() before joining {address!r}")
+
+
+def _host_port(address):
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     if not parts.hostname or parts.port is None:
         raise ValueError(f"address must be 'auto', 'host:port' or 'ray://host:port', got {address!r}")
+    return parts.hostname, parts.port
+
+
+def _check_reachable(address, timeout):
+    """Fail fast, with a clear message, on an address nothing listens on (``ray.init`` would retry
+    for a long time). ``"auto"`` probes the address Ray recorded for this machine's cluster."""
+    if address == "auto":
+        recorded = os.environ.get("RAY_ADDRESS")
+        if not recorded and os.path.exists("/tmp/ray/ray_current_cluster"):
+            with open("/tmp/ray/ray_current_cluster") as f:
+                recorded = f.read().strip()
+        if not recorded:
+            raise ConnectionError("address='auto' found no running Ray cluster on this machine "
+                                  "(start one with `ray start --head`, or give its address)")
+        address = recorded
+    host, port = _host_port(address)
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
         raise ConnectionError(f"no Ray cluster answers at {address!r} within {timeout:g} s: {exc}") from None

@@ -51,8 +51,10 @@ def geometry_columns(ds, model, columns, covariance=None, *, concurrency=None, b
     missing = sorted(set(columns) - set(ds.columns()))
     if missing:
         raise ValueError(f"columns {missing} are not in the dataset (it has {ds.columns()})")
-    if covariance is not None and (not isinstance(covariance, metrics.Covariance) or covariance.dim != model.dim):
-        raise TypeError(f"covariance must be a metrics.Covariance of dim {model.dim}")
+    if covariance is not None and not isinstance(covariance, metrics.Covariance):
+        raise TypeError(f"covariance must be a metrics.Covariance, got {type(covariance).__name__}")
+    if covariance is not None and covariance.dim != model.dim:
+        raise ValueError(f"covariance has dim {covariance.dim}, the model {model.dim}")
     refs = {"model": shared_ref(model, model),
             "covariance": None if covariance is None else shared_ref(covariance, covariance)}
     return ds.map_batches(GeometryColumns, fn_constructor_kwargs=dict(refs, columns=columns),

@@ -38,22 +38,25 @@ def submit(op, *args, **kwargs):
     return start(*args, **kwargs)
 
 
-def _sharded(method, kind, what, doc):
-    """The sharded form of the method ``method`` of ``kind`` objects (named ``what`` in errors):
-    ``obj.plan(method, ...)`` started as a Job."""
+def _sharded(method, kind, what, doc, name=None):
+    """The sharded form (called ``name``, default ``method``) of the method ``method`` of ``kind``
+    objects (named ``what`` in errors): ``obj.plan(method, ...)`` started as a Job."""
+    name = name or method
+
     def start(obj, *args, shards=None, cpus_per_task=1, **kwargs):
         if not isinstance(obj, kind):
             raise TypeError(f"{what} must be an anant_fast.{kind.__name__}, got {type(obj).__name__}")
         shards = shard.check_shards(shards)
+        cpus_per_task = shard.check_cpus(cpus_per_task)
         plan = obj.plan(method, *args, **kwargs)
-        return shard.start(plan, shards=shards, cpus_per_task=cpus_per_task, name=method)
-    start.__name__ = start.__qualname__ = method
+        return shard.start(plan, shards=shards, cpus_per_task=cpus_per_task, name=name)
+    start.__name__ = start.__qualname__ = name
     start.__doc__ = doc
     return _operation(start)
 
 
 def _model_method(method):
-    return _sharded(method, MetricModel, "model", (
+    return _sharded(method, MetricModel, "model", doc=(
         f"``model.{method}(...)`` sharded over the points: same arguments, same result. ``shards``: "
         "number of tasks (default one per CPU of the cluster); ``cpus_per_task``: CPUs (and Numba "
         "threads) per task; ``progress``: progress bar."))
@@ -92,7 +95,12 @@ def _factor(eps, *moments):
     """Task: the blocks' moments merged in block order, and the Mahalanobis factor ``(mean, upper)``."""
     weight, means, comoments = (np.concatenate(part) for part in zip(*moments))
     mean, covariance = kc.merge_moments(weight, means, comoments)
+    if not (np.isfinite(mean).all() and np.isfinite(covariance).all()):
+        raise ValueError("X is too large in magnitude: its covariance overflows float64")
     return mean, kc.mahalanobis_factor(covariance, eps)[1]
+
+
+_factor_task = None
 
 
 @_operation
@@ -105,12 +113,16 @@ def mahalanobis_outliers(X, z=3.0, *, eps=1e-9, shards=None, cpus_per_task=1):
     z = check_positive(z, "z")
     eps = check_positive(eps, "eps")
     shards = shard.check_shards(shards)
+    cpus_per_task = shard.check_cpus(cpus_per_task)
     ensure_connected()
     n_blocks = kc.moment_blocks(len(X))
-    blocks = shard.shard_bounds(n_blocks, shards or shard.default_shards())
+    blocks = shard.shard_bounds(n_blocks, shards or shard.default_shards(cpus_per_task))
     X_ref = ray.put(X)
     moments = shard.launch(_moments, blocks, X_ref, cpus_per_task=cpus_per_task)
-    factor = ray.remote(_factor).options(max_retries=shard.MAX_RETRIES).remote(eps, *moments)
+    global _factor_task
+    if _factor_task is None:
+        _factor_task = ray.remote(_factor).options(max_retries=shard.MAX_RETRIES)
+    factor = _factor_task.remote(eps, *moments)
     plan = Plan(_mahalanobis, None, (X,), {},
                 lambda outputs: Outliers(outputs[0], kc.zscore_outliers(outputs[0], z)))
     return shard.start(plan, shards=len(blocks), cpus_per_task=cpus_per_task,
@@ -121,10 +133,10 @@ def mahalanobis_outliers(X, z=3.0, *, eps=1e-9, shards=None, cpus_per_task=1):
 # Layer superposition
 # ---------------------------------------------------------------------------------------------
 
-superposition_step = _sharded("step", LayerStack, "stack", """``stack.step(U, observe, weights)`` sharded over the
+superposition_step = _sharded("step", LayerStack, "stack", name="superposition_step", doc="""``stack.step(U, observe, weights)`` sharded over the
 entities: the stack's new states and the returned ``(superposition (N, S), entropy (N,))`` are
 identical to the in-process step. Do not change the stack while the job runs.""")
-collapse = _sharded("collapse", LayerStack, "stack", """``stack.collapse(seed, layers=None, step=0)`` of every entity,
+collapse = _sharded("collapse", LayerStack, "stack", doc="""``stack.collapse(seed, layers=None, step=0)`` of every entity,
 sharded over the entities: outcomes identical to the in-process collapse (counter-based draws keyed by
 entity), entangled pairs correlated after the shards, the stack updated. Returns the outcomes.""")
 
@@ -138,6 +150,10 @@ def _apply(shared, Q):
     fn, args = shared
     out = fn(Q, *args)
     is_tuple = isinstance(out, tuple)
+    for a in out if is_tuple else (out,):
+        if np.ndim(a) == 0 or len(a) != len(Q):
+            raise ValueError(f"{getattr(fn, '__name__', 'fn')} must return arrays with one row per row "
+                             f"of its Q ({len(Q)}), got shape {np.shape(a)}")
     return (np.array([is_tuple]), *(out if is_tuple else (out,)))
 
 
@@ -159,6 +175,7 @@ def map_points(fn, Q, *shared, shards=None, cpus_per_task=1):
     if Q.ndim == 0 or len(Q) == 0:
         raise ValueError(f"Q must have at least one row, got shape {Q.shape}")
     shards = shard.check_shards(shards)
+    cpus_per_task = shard.check_cpus(cpus_per_task)
     plan = Plan(_apply, (fn, shared), (Q,), {}, _unpack)
     return shard.start(plan, shards=shards, cpus_per_task=cpus_per_task,
                        name=getattr(fn, "__name__", "map_points"))

@@ -25,11 +25,14 @@ class ShardError(RuntimeError):
     (the original exception, whose type and message the text repeats)."""
 
     def __init__(self, shard, n_shards, rows, cause):
-        self.shard, self.rows, self.cause = shard, rows, cause
-        original = cause.cause if isinstance(cause, RayTaskError) and cause.cause is not None else cause
-        self.cause = original
+        if isinstance(cause, RayTaskError) and cause.cause is not None:
+            cause = cause.cause
+        self.shard, self.n_shards, self.rows, self.cause = shard, n_shards, rows, cause
         super().__init__(f"shard {shard} of {n_shards} (points {rows[0]}:{rows[1]}) failed: "
-                         f"{type(original).__name__}: {original}")
+                         f"{type(cause).__name__}: {cause}")
+
+    def __reduce__(self):
+        return type(self), (self.shard, self.n_shards, self.rows, self.cause)
 
 
 def shard_bounds(n, shards):
@@ -49,27 +52,36 @@ def check_shards(shards):
     return int(shards)
 
 
-def default_shards():
-    """One shard per CPU of the cluster."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+def check_cpus(cpus_per_task):
+    """``cpus_per_task`` as a positive number (CPUs Ray reserves for each task)."""
+    if isinstance(cpus_per_task, bool) or not isinstance(cpus_per_task, (int, float, np.number)) \
+            or not cpus_per_task > 0:
+        raise ValueError(f"cpus_per_task must be a positive number, got {cpus_per_task!r}")
+    return cpus_per_task
+
+
+def default_shards(cpus_per_task=1):
+    """As many shards as tasks of ``cpus_per_task`` CPUs fit in the cluster at once."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
 
 
 # ---------------------------------------------------------------------------------------------
 # Objects shared by reference
 # ---------------------------------------------------------------------------------------------
 
-_shared = {}          # (id(owner), id(obj)) -> ObjectRef
-_shared_job = None    # the Ray job (driver connection) those references belong to
+_shared = {}           # (id(owner), id(obj)) -> ObjectRef
+_shared_session = None  # the Ray session (driver's job and node) those references belong to
 
 
 def shared_ref(obj, owner=None):
     """An object-store reference to ``obj``: put once per ``owner`` and reused until the owner is
     garbage-collected (then the object leaves the store); put anew every call without an owner."""
-    global _shared_job
-    job = ray.get_runtime_context().get_job_id()
-    if job != _shared_job:      # a new Ray session: old references are void
+    global _shared_session
+    context = ray.get_runtime_context()
+    session = (context.get_job_id(), context.get_node_id())
+    if session != _shared_session:  # a new Ray session: old references are void
         _shared.clear()
-        _shared_job = job
+        _shared_session = session
     if owner is None:
         return ray.put(obj)
     key = (id(owner), id(obj))
@@ -131,7 +143,7 @@ def start(plan, *, shards=None, cpus_per_task=1, name="job", shared=None, row_re
     plan's rows (None entries are put here)."""
     ensure_connected()
     n = plan.n_points
-    bounds = shard_bounds(n, shards or default_shards())
+    bounds = shard_bounds(n, shards or default_shards(cpus_per_task))
     axes = plan.split_axes()
     row_refs = row_refs or (None,) * len(plan.rows)
     rows = [ref if ref is not None or row is None else ray.put(row)
@@ -168,26 +180,27 @@ class Job:
 
     def __repr__(self):
         state = "cancelled" if self.cancelled else f"{self.progress:.0%} done"
-        return f"Job({self.name!r}, {len(self._refs)} shards, {state})"
+        return f"Job({self.name!r}, {len(self._bounds)} shards, {state})"
 
     @property
     def shards(self):
         """The ``(lo, hi)`` point range of every shard."""
         return list(self._bounds)
 
-    def _ready(self, timeout=0):
-        ready, _ = ray.wait(self._refs, num_returns=len(self._refs), timeout=timeout,
-                            fetch_local=False)
+    def _ready(self):
+        if self._has_value:
+            return len(self._bounds)
+        ready, _ = ray.wait(self._refs, num_returns=len(self._refs), timeout=0, fetch_local=False)
         return len(ready)
 
     @property
     def progress(self):
         """Fraction of shards finished, in [0, 1]."""
-        return self._ready() / len(self._refs)
+        return self._ready() / len(self._bounds)
 
     def done(self):
         """Whether every shard has finished (successfully or not)."""
-        return self._ready() == len(self._refs)
+        return self._ready() == len(self._bounds)
 
     def cancel(self):
         """Cancel the shards not finished yet (their workers are stopped: compiled kernels cannot be
@@ -198,9 +211,14 @@ class Job:
 
     def result(self, timeout=None, progress=True):
         """Wait for the shards (at most ``timeout`` seconds: ``TimeoutError``), join their outputs
-        and return the result; ``progress`` shows a progress bar for jobs longer than a second."""
+        and return the result; ``progress`` shows a progress bar for jobs longer than a second.
+        Interrupted (Ctrl-C), the job is cancelled."""
         if not self._has_value:
-            self._wait(timeout, progress)
+            try:
+                self._wait(timeout, progress)
+            except KeyboardInterrupt:
+                self.cancel()
+                raise
             self._set(self._gather(lambda k, ref: ray.get(ref)))
         return self._value
 
@@ -227,6 +245,7 @@ class Job:
 
     def _set(self, parts):
         self._value, self._has_value = self._finish(parts), True
+        self._refs = []  # the joined result is all that is kept: the store may free the slices
 
     def __await__(self):
         return self._async_result().__await__()

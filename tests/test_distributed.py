@@ -249,3 +249,35 @@ def test_a_fitted_model_is_put_once_and_dropped_with_it():
 def test_submit_refuses_what_is_not_an_operation():
     with pytest.raises(TypeError, match="submit needs an operation"):
         dist.submit(os.getcwd)
+
+
+def _wrong_length(Q):
+    return Q[:1, 0]
+
+
+def test_map_points_refuses_outputs_without_one_row_per_point():
+    with pytest.raises(dist.ShardError, match=r"_wrong_length must return arrays with one row per row"):
+        dist.map_points(_wrong_length, np.zeros((6, 1)), shards=2)
+
+
+def test_shard_errors_survive_pickling():
+    import pickle
+    err = dist.ShardError(1, 3, (4, 8), ValueError("bad"))
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) == "shard 1 of 3 (points 4:8) failed: ValueError: bad"
+    assert again.rows == (4, 8) and isinstance(again.cause, ValueError)
+
+
+def test_a_step_replaced_meanwhile_is_not_committed():
+    stack = _stack()
+    job = dist.submit(dist.superposition_step, stack, shards=2)
+    stack.step()
+    with pytest.raises(RuntimeError, match="replaced while this update ran"):
+        job.result(timeout=120)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="cpus_per_task must be a positive number"):
+        dist.map_points(_threads, np.zeros((2, 1)), cpus_per_task=0)
+    with pytest.raises(RuntimeError, match="already runs Ray"):
+        dist.connect("127.0.0.1:9")

@@ -85,3 +85,12 @@ def test_an_unreachable_address_fails_fast_with_a_clear_error():
         dist.connect("127.0.0.1:9", timeout=2)
     with pytest.raises(ValueError, match="address must be"):
         dist.connect("nowhere")
+
+
+def test_a_model_is_put_again_in_a_new_ray_session():
+    for _ in range(2):
+        dist.connect(num_cpus=1, include_dashboard=False)
+        try:
+            np.testing.assert_array_equal(dist.scalar_curvature(MODEL, X[:20]), MODEL.scalar_curvature(X[:20]))
+        finally:
+            dist.shutdown()

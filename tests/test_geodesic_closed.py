@@ -169,8 +169,9 @@ def test_half_space_log_exp_round_trip(xa, ya, xb, yb):
 def test_geodesic_through_the_chart_pole_is_a_nan_row_with_a_warning():
     X = np.zeros((3, 2))
     V = np.array([[0.1, 0], [3.0 * np.pi / R, 0], [0, 0.2]])  # |V|_g = 2r|V|: 1.5 turns
-    with pytest.warns(RuntimeWarning, match=r"exp: 1 of 3 pairs failed \(1 left the chart\)"):
+    with pytest.warns(RuntimeWarning, match=r"exp: 1 of 3 pairs failed \(1 left the chart\)") as caught:
         Y, info = SPHERE.exp(X, V, return_info=True)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert np.isnan(Y[1]).all() and np.isfinite(Y[[0, 2]]).all()
     assert info.left_chart.tolist() == [False, True, False]
     assert info.status[1] == kg.LEFT_CHART and not info.converged[1]
