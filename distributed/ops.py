@@ -35,6 +35,8 @@ def submit(op, *args, **kwargs):
     start = getattr(op, "start", None)
     if start is None:
         raise TypeError(f"submit needs an operation of anant_fast.distributed, got {op!r}")
+    if "progress" in kwargs:
+        raise TypeError("progress is an argument of Job.result(), not of submit")
     return start(*args, **kwargs)
 
 

@@ -249,6 +249,8 @@ def test_a_fitted_model_is_put_once_and_dropped_with_it():
 def test_submit_refuses_what_is_not_an_operation():
     with pytest.raises(TypeError, match="submit needs an operation"):
         dist.submit(os.getcwd)
+    with pytest.raises(TypeError, match="progress is an argument of Job.result"):
+        dist.submit(dist.map_points, _threads, np.zeros((2, 1)), progress=False)
 
 
 def _wrong_length(Q):
