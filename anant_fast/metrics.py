@@ -212,10 +212,11 @@ class Covariance(DataInterpolation, MetricModel):
             w = as_batch(weights, "weights", (), len(X))
             if (w < 0).any() or not w.sum() > 0:
                 raise ValueError("weights must be non-negative with a positive sum")
-        self.mean, self.covariance = weighted_covariance(X, w)
-        if not (np.isfinite(self.mean).all() and np.isfinite(self.covariance).all()):
-            check_finite(X, "X")
-            raise ValueError("X is too large in magnitude: its covariance overflows float64")
+        try:
+            self.mean, self.covariance = weighted_covariance(X, w)
+        except ValueError:
+            check_finite(X, "X")  # NaN or inf in X: say where
+            raise
         self.G, self._upper = mahalanobis_factor(self.covariance, self.eps)
         self._factor = (self.mean, self._upper)
         self._X = X

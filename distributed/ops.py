@@ -97,8 +97,6 @@ def _factor(eps, *moments):
     """Task: the blocks' moments merged in block order, and the Mahalanobis factor ``(mean, upper)``."""
     weight, means, comoments = (np.concatenate(part) for part in zip(*moments))
     mean, covariance = kc.merge_moments(weight, means, comoments)
-    if not (np.isfinite(mean).all() and np.isfinite(covariance).all()):
-        raise ValueError("X is too large in magnitude: its covariance overflows float64")
     return mean, kc.mahalanobis_factor(covariance, eps)[1]
 
 

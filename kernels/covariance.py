@@ -88,12 +88,16 @@ def block_moments(X, w, first=0, last=None):
 
 def merge_moments(weight, means, comoments):
     """Merge block moments exactly (Chan et al.), in block order: weighted mean ``(d,)`` and
-    covariance ``Σ w (x − μ)(x − μ)ᵀ / Σ w`` ``(d, d)``."""
+    covariance ``Σ w (x − μ)(x − μ)ᵀ / Σ w`` ``(d, d)``. A ValueError if they are not finite (data
+    too large in magnitude, or not finite themselves)."""
     total = weight.sum()
     mean = weight @ means / total
     spread = means - mean
     C = comoments.sum(axis=0) + np.einsum("b,bi,bj->ij", weight, spread, spread)
-    return mean, 0.5 * (C + C.T) / total
+    C = 0.5 * (C + C.T) / total
+    if not (np.isfinite(mean).all() and np.isfinite(C).all()):
+        raise ValueError("X is too large in magnitude: its covariance overflows float64")
+    return mean, C
 
 
 def weighted_covariance(X, w):

@@ -283,3 +283,11 @@ def test_options_are_checked():
         dist.map_points(_threads, np.zeros((2, 1)), cpus_per_task=0)
     with pytest.raises(RuntimeError, match="already runs Ray"):
         dist.connect("127.0.0.1:9")
+
+
+def test_a_covariance_overflow_is_the_same_error_sharded_and_in_process():
+    X = np.random.default_rng(9).normal(size=(100, 3)) * 1e200
+    with pytest.raises(ValueError, match="X is too large in magnitude"):
+        metrics.Covariance(X)
+    with pytest.raises(dist.ShardError, match="ValueError: X is too large in magnitude"):
+        dist.mahalanobis_outliers(X)
