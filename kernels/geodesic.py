@@ -74,6 +74,14 @@ def _connection(dg, low, v, w, b, out):
     cholesky_solve(low, b, out)
 
 
+@njit(**INLINE_JIT)
+def _solve_column(low, b, col, M, c):
+    """``M[:, c] = g⁻¹ b`` through the Cholesky factor ``low`` (``col`` is scratch)."""
+    cholesky_solve(low, b, col)
+    for k in range(M.shape[0]):
+        M[k, c] = col[k]
+
+
 @njit(**JIT)
 def _variational(dg, d2g, low, S, K, s, v, b, col, A, B):
     """Rows ``2..`` of ``K[s]`` for the variational state ``S``: ``δẋ_j = δv_j``,
@@ -89,9 +97,7 @@ def _variational(dg, d2g, low, S, K, s, v, b, col, A, B):
             for q in range(n):
                 t += dg[c, l, q] * K[s, 1, q]
             b[l] = t
-        cholesky_solve(low, b, col)
-        for k in range(n):
-            A[k, c] = col[k]
+        _solve_column(low, b, col, A, c)
     # B[:, j] = Γ(v, e_j)
     for j in range(n):
         for l in range(n):
@@ -99,9 +105,7 @@ def _variational(dg, d2g, low, S, K, s, v, b, col, A, B):
             for i in range(n):
                 t += (dg[i, j, l] + dg[j, i, l] - dg[l, i, j]) * v[i]
             b[l] = 0.5 * t
-        cholesky_solve(low, b, col)
-        for k in range(n):
-            B[k, j] = col[k]
+        _solve_column(low, b, col, B, j)
     for j in range(n):
         for k in range(n):
             t = 0.0
