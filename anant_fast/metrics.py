@@ -17,6 +17,7 @@ from numba.core.dispatcher import Dispatcher
 from .geodesics import DataInterpolation, GeodesicInfo, GeodesicMethods
 from .kernels import batch
 from .kernels import metric as km
+from .kernels.target import is_device_array, resolve as resolve_target
 from .kernels.covariance import mahalanobis, mahalanobis_factor, weighted_covariance, zscore_outliers
 from .kernels.grid import build_grid, cutoff_radius
 from .plan import Plan
@@ -48,13 +49,42 @@ class MetricModel(GeodesicMethods):
         self._check_chart(Q)
         return Q, single
 
-    def _pointwise(self, quantity, Q, U=None, V=None, order=2):
-        """The plan of a point-wise quantity (``kernels.batch``) at ``Q``."""
+    def _pointwise(self, quantity, Q, U=None, V=None, order=2, target="cpu"):
+        """The plan of a point-wise quantity (``kernels.batch``) at ``Q``. ``target``: ``"cpu"``,
+        or for the quantities of ``batch.GPU_QUANTITIES`` ``"cuda"`` or ``"auto"`` (``kernels.target``)."""
+        options = {"quantity": quantity, "order": order}
+        if resolve_target(target) == "cuda":
+            if quantity not in batch.GPU_QUANTITIES:
+                raise ValueError("target='cuda' runs christoffel, ricci, scalar_curvature, "
+                                 "sectional_curvature and gaussian_curvature")
+            options["target"] = "cuda"
+            if is_device_array(Q):
+                return self._device_plan(options, Q, U, V)
         Q, single = self._points(Q)
         if U is not None:
             U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
-        return Plan(_evaluate, self._params, (Q, U, V), {"quantity": quantity, "order": order},
-                    partial(_unwrap, quantity, single), owner=self)
+        return Plan(_evaluate, self._params, (Q, U, V), options, partial(_unwrap, quantity, single),
+                    owner=self)
+
+    def _device_plan(self, options, Q, U, V):
+        """The plan of a point-wise quantity at GPU points ``Q (M, dim)`` (and planes ``U``, ``V``),
+        validated on the GPU; the result stays there."""
+        from .kernels import gpu
+        planes = () if U is None else (("U", U), ("V", V))
+        checked = []
+        for name, a in (("Q", Q),) + planes:
+            if not is_device_array(a):
+                raise TypeError(f"{name} must be a GPU array like Q, got {type(a).__name__}")
+            a = gpu.as_device(a, name)
+            if a.ndim != 2 or a.shape[1] != self.dim or a.shape[0] != (checked[0].shape[0] if checked else a.shape[0]):
+                want = f"({len(checked[0]) if checked else 'M'}, {self.dim})"
+                raise ValueError(f"{name} on the GPU must have shape {want}, got {a.shape}")
+            gpu.check_points(self._params if name == "Q" else km.EuclideanParams(km.static_dim(0)),
+                             a, name, repr(self))
+            checked.append(a)
+        Q, U, V = checked + [None] * (3 - len(checked))
+        return Plan(_evaluate, self._params, (Q, U, V), options,
+                    partial(_unwrap, options["quantity"], False), owner=self)
 
     _PLANNED = {"christoffel": batch.CHRISTOFFEL, "riemann": batch.RIEMANN, "ricci": batch.RICCI,
                 "scalar_curvature": batch.SCALAR, "sectional_curvature": batch.SECTIONAL}
@@ -94,35 +124,42 @@ class MetricModel(GeodesicMethods):
         return eig[..., -1] / eig[..., 0]
 
     # --- connection and curvature (fused: model -> answer) ---
-    def christoffel(self, Q):
-        """Christoffel symbols ``Γ[m, k, i, j] = Γ^k_ij``: ``(M, d, d, d)``."""
-        return self.plan('christoffel', Q).run()
+    def christoffel(self, Q, target="cpu"):
+        """Christoffel symbols ``Γ[m, k, i, j] = Γ^k_ij``: ``(M, d, d, d)``. ``target``: ``"cpu"``,
+        ``"cuda"`` or ``"auto"`` (NumPy or GPU arrays in, the same kind out; ``kernels.target``)."""
+        return self.plan('christoffel', Q, target=target).run()
 
     def riemann(self, Q):
         """Riemann tensor ``R[m, a, b, c, e] = R^a_bce``: ``(M, d, d, d, d)``."""
         return self.plan('riemann', Q).run()
 
-    def ricci(self, Q):
-        """Ricci tensor ``Ric[m, b, e] = R^a_bae``: ``(M, d, d)``."""
-        return self.plan('ricci', Q).run()
+    def ricci(self, Q, target="cpu"):
+        """Ricci tensor ``Ric[m, b, e] = R^a_bae``: ``(M, d, d)``. ``target``: as ``christoffel``."""
+        return self.plan('ricci', Q, target=target).run()
 
-    def scalar_curvature(self, Q):
-        """Scalar curvature ``g^{be} Ric_be``: ``(M,)``. Never forms the Riemann tensor."""
-        return self.plan('scalar_curvature', Q).run()
+    def scalar_curvature(self, Q, target="cpu"):
+        """Scalar curvature ``g^{be} Ric_be``: ``(M,)``. Never forms the Riemann tensor. ``target``:
+        as ``christoffel``."""
+        return self.plan('scalar_curvature', Q, target=target).run()
 
-    def sectional_curvature(self, Q, U, V):
-        """Sectional curvature of the planes spanned by ``U``, ``V`` (each ``(M, d)``): ``(M,)``."""
-        return self.plan("sectional_curvature", Q, U, V).run()
+    def sectional_curvature(self, Q, U, V, target="cpu"):
+        """Sectional curvature of the planes spanned by ``U``, ``V`` (each ``(M, d)``): ``(M,)``.
+        ``target``: as ``christoffel``."""
+        return self.plan("sectional_curvature", Q, U, V, target=target).run()
 
-    def gaussian_curvature(self, Q):
+    def gaussian_curvature(self, Q, target="cpu"):
         """Gaussian curvature of a 2-dimensional model (half the scalar curvature): ``(M,)``."""
         if self.dim != 2:
             raise ValueError(f"gaussian_curvature needs a 2-dimensional model, this one has dim={self.dim}")
-        return 0.5 * self.scalar_curvature(Q)
+        return 0.5 * self.scalar_curvature(Q, target=target)
 
 
-def _evaluate(params, Q, U, V, quantity, order):
-    """``Plan.compute`` of the point-wise quantities: ``kernels.batch.evaluate`` as a tuple."""
+def _evaluate(params, Q, U, V, quantity, order, target="cpu"):
+    """``Plan.compute`` of the point-wise quantities: ``kernels.batch.evaluate`` (``kernels.gpu.evaluate``
+    for ``target="cuda"``) as a tuple."""
+    if target == "cuda":
+        from .kernels import gpu
+        return (gpu.evaluate(params, Q, quantity, U, V),)
     out = batch.evaluate(params, Q, quantity, U, V, order)
     return out if quantity == batch.METRIC else (out,)
 

@@ -17,6 +17,8 @@ from .validation import as_plane, readonly
 
 METRIC, CHRISTOFFEL, RIEMANN, RICCI, SCALAR, SECTIONAL = range(6)
 _TENSOR_RANK = {CHRISTOFFEL: 3, RIEMANN: 4, RICCI: 2, SCALAR: 0, SECTIONAL: 0}
+GPU_QUANTITIES = (CHRISTOFFEL, RICCI, SCALAR, SECTIONAL)
+"""The quantities ``kernels.gpu.evaluate`` computes on a CUDA target."""
 
 
 @njit(**PARALLEL_JIT)

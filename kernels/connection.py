@@ -4,7 +4,7 @@
 The point functions work on caller-owned buffers; ``point_buffers`` makes one thread's set.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .config import INLINE_JIT, JIT
 from .metric import workspace

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .config import INLINE_JIT, JIT
+from .config import INLINE_JIT
 
 MAX_GRID_AXES = 3
 
@@ -63,8 +63,11 @@ def neighbour_cell(t, x, axes, origin, inv_width, shape):
     for j in range(axes.shape[0]):
         offset = t % 3 - 1
         t //= 3
-        c = np.floor((x[axes[j]] - origin[j]) * inv_width) + offset
-        if not (c >= 0.0 and c < shape[j]):
+        f = (x[axes[j]] - origin[j]) * inv_width
+        if not (f > -2.0 and f < shape[j] + 1.0):  # off the grid, or NaN: never converted to int
             return -1
-        flat = flat * shape[j] + int(c)
+        c = int(math.floor(f)) + offset
+        if c < 0 or c >= shape[j]:
+            return -1
+        flat = flat * shape[j] + c
     return flat

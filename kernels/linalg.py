@@ -3,6 +3,8 @@
 ``np.linalg`` inside a kernel defeats the on-disk cache and is slow on tiny matrices; these helpers
 allocate nothing and work on caller-owned buffers.
 """
+import math
+
 import numpy as np
 from numba import njit
 
@@ -19,7 +21,7 @@ def cholesky(a, low):
             s -= low[j, k] * low[j, k]
         if not s > 0.0:  # also catches NaN
             return False
-        d = np.sqrt(s)
+        d = math.sqrt(s)
         low[j, j] = d
         for i in range(j + 1, n):
             t = a[i, j]

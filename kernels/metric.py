@@ -15,6 +15,7 @@ Kernels that also accept tabulated metrics read points through ``load_metric(sou
 a ``Tabulated`` record copies the m-th slice of given ``(g, dg, d2g)`` arrays; any model evaluates
 itself at ``Q[m]``.
 """
+import functools
 import math
 from typing import NamedTuple
 
@@ -120,98 +121,153 @@ def workspace(d):
 
 def point_dim(source, Q):
     """Dimension of the points: a compile-time constant for records with ``static_dim``, else
-    ``Q.shape[1]``; compiled code only."""
-    raise NotImplementedError("point_dim is only callable from compiled code")
-
-
-@overload(point_dim, jit_options=_OVERLOAD_JIT, inline="always")
-def _point_dim(source, Q):
-    if isinstance(source, types.BaseNamedTuple) and "static_dim" in source.fields:
-        d = source.types[source.fields.index("static_dim")].ndim
-        if d > 0:
-            return lambda source, Q: d
-    return lambda source, Q: Q.shape[1]
+    ``Q.shape[1]``."""
+    return Q.shape[1]
 
 
 def metric_at(model, x, order, g, dg, d2g, work):
-    """Write the metric of ``model`` at ``x`` (and derivatives up to ``order``); compiled code only."""
-    raise NotImplementedError("metric_at is only callable from compiled code")
+    """Write the metric of ``model`` at ``x`` (and derivatives up to ``order``).
+
+    Compiled code dispatches on the record's type at compile time; called from Python (as the CUDA
+    simulator does) the same implementation runs through ``EVALUATORS``."""
+    EVALUATORS[type(model)](model, x, order, g, dg, d2g, work)
 
 
 def load_metric(source, Q, m, order, g, dg, d2g, work):
     """Metric of point ``m``: ``source`` evaluated at ``Q[m]``, or the m-th slice of a ``Tabulated``."""
-    raise NotImplementedError("load_metric is only callable from compiled code")
+    _choose_load(source)(source, Q, m, order, g, dg, d2g, work)
 
 
 def in_chart(model, x):
     """True if ``x`` lies inside the chart of ``model`` (the half-space needs ``x_last > 0``, the ball
     ``|x| < 1``, the sphere's stereographic chart ``|x| < 1e8 r``: beyond, its pole is closer than
-    the chart can resolve; other charts cover R^d); compiled code only."""
-    raise NotImplementedError("in_chart is only callable from compiled code")
+    the chart can resolve; other charts cover R^d)."""
+    return CHARTS.get(type(model), _anywhere)(model, x)
 
 
-def _is(typ, record):
-    return isinstance(typ, types.BaseNamedTuple) and typ.instance_class is record
+EVALUATORS = {}
+"""Record type -> ``metric_at`` implementation (plain Python functions, compiled where called)."""
+_INLINED = {}
+"""Record type -> ``"always"`` (closed forms, inlined into CPU kernels) or ``"never"``."""
+CHARTS = {}
+"""Record type -> ``in_chart`` implementation, for charts that do not cover all of R^d."""
+
+
+def _record(typ):
+    """The record class of a Numba named-tuple type (or of a Python record), else None."""
+    if isinstance(typ, types.BaseNamedTuple):
+        return typ.instance_class
+    return type(typ) if isinstance(typ, tuple) else None
+
+
+def _choose_metric(inline, model, *args):
+    record = _record(model)
+    if record in EVALUATORS and inline in (None, _INLINED[record]):
+        return EVALUATORS[record]
+
+
+def _choose_chart(model, x):
+    if _record(model) is not None:
+        return CHARTS.get(_record(model), _anywhere)
+
+
+def _choose_load(source, *args):
+    record = _record(source)
+    if record is TabulatedParams:
+        return _load_tabulated
+    if record is not None:
+        return _load_model
+
+
+def _choose_dim(source, Q):
+    if isinstance(source, types.BaseNamedTuple) and "static_dim" in source.fields:
+        d = source.types[source.fields.index("static_dim")].ndim
+        if d > 0:
+            return lambda source, Q: d
+    if isinstance(source, types.BaseNamedTuple):
+        return point_dim
+
+
+def _typing(stub, choose):
+    """``overload``'s typing function for ``stub``: its signature, answered by ``choose(*types)``."""
+    @functools.wraps(stub)
+    def typing(*args):
+        return choose(*args)
+    return typing
+
+
+def register_target(target="cpu"):
+    """Register the compiled implementations of ``metric_at``, ``load_metric``, ``in_chart`` and
+    ``point_dim`` for a Numba ``target``. On the CPU the closed forms are inlined into the kernels (a
+    call costs more than their arithmetic) and the data models' evaluators stay calls (compile time);
+    on ``"cuda"`` everything is a device-function call (NVVM inlines on its own)."""
+    cpu = target == "cpu"
+    for inline in ("always", "never") if cpu else (None,):
+        overload(metric_at, jit_options=_OVERLOAD_JIT, inline=inline or "never", target=target)(
+            _typing(metric_at, functools.partial(_choose_metric, inline)))
+    for stub, choose in ((load_metric, _choose_load), (in_chart, _choose_chart),
+                         (point_dim, _choose_dim)):
+        overload(stub, jit_options=_OVERLOAD_JIT, inline="always" if cpu else "never",
+                 target=target)(_typing(stub, choose))
 
 
 def _evaluator(record, inline="always"):
-    """Register the decorated function as ``metric_at``'s implementation for models of ``record``.
-
-    Closed forms are inlined into the kernels (a call would cost more than their arithmetic); the
-    data models' evaluators, dominated by their neighbour sums, stay calls (``inline="never"``), which
-    keeps compile time down."""
+    """Register the decorated function as ``metric_at``'s implementation for models of ``record``
+    (``inline``: see ``register_target``)."""
     def register(impl):
-        @overload(metric_at, jit_options=_OVERLOAD_JIT, inline=inline)
-        def _typed(model, x, order, g, dg, d2g, work):
-            if _is(model, record):
-                return impl
+        EVALUATORS[record] = impl
+        _INLINED[record] = inline
         return impl
     return register
 
 
-@overload(load_metric, jit_options=_OVERLOAD_JIT, inline="always")
+def _chart(record):
+    """Register the decorated function as ``in_chart``'s implementation for models of ``record``."""
+    def register(impl):
+        CHARTS[record] = impl
+        return impl
+    return register
+
+
+def _anywhere(model, x):
+    return True
+
+
 def _load_tabulated(source, Q, m, order, g, dg, d2g, work):
-    if _is(source, TabulatedParams):
-        def impl(source, Q, m, order, g, dg, d2g, work):
-            n = g.shape[0]
+    n = g.shape[0]
+    for i in range(n):
+        for j in range(n):
+            g[i, j] = source.g[m, i, j]
+    if order >= 1:
+        for k in range(n):
             for i in range(n):
                 for j in range(n):
-                    g[i, j] = source.g[m, i, j]
-            if order >= 1:
-                for k in range(n):
-                    for i in range(n):
-                        for j in range(n):
-                            dg[k, i, j] = source.dg[m, k, i, j]
-            if order >= 2:
-                for k in range(n):
-                    for l in range(n):
-                        for i in range(n):
-                            for j in range(n):
-                                d2g[k, l, i, j] = source.d2g[m, k, l, i, j]
-        return impl
-    if isinstance(source, types.BaseNamedTuple):
-        def impl(source, Q, m, order, g, dg, d2g, work):
-            metric_at(source, Q[m], order, g, dg, d2g, work)
-        return impl
+                    dg[k, i, j] = source.dg[m, k, i, j]
+    if order >= 2:
+        for k in range(n):
+            for l in range(n):
+                for i in range(n):
+                    for j in range(n):
+                        d2g[k, l, i, j] = source.d2g[m, k, l, i, j]
 
 
-@overload(in_chart, jit_options=_OVERLOAD_JIT, inline="always")
-def _in_chart(model, x):
-    if _is(model, HalfSpaceParams):
-        def impl(model, x):
-            return x[x.shape[0] - 1] > 0.0
-    elif _is(model, BallParams):
-        def impl(model, x):
-            return _squared_norm(x) < 1.0
-    elif _is(model, SphereParams):
-        def impl(model, x):  # within ~2e-8 r of the pole the chart has no precision left
-            return _squared_norm(x) < 1e16 * model.radius * model.radius
-    elif isinstance(model, types.BaseNamedTuple):
-        def impl(model, x):
-            return True
-    else:
-        return None
-    return impl
+def _load_model(source, Q, m, order, g, dg, d2g, work):
+    metric_at(source, Q[m], order, g, dg, d2g, work)
+
+
+@_chart(HalfSpaceParams)
+def _in_half_space(model, x):
+    return x[x.shape[0] - 1] > 0.0
+
+
+@_chart(BallParams)
+def _in_ball(model, x):
+    return _squared_norm(x) < 1.0
+
+
+@_chart(SphereParams)
+def _in_sphere_chart(model, x):  # within ~2e-8 r of the pole the chart has no precision left
+    return _squared_norm(x) < 1e16 * model.radius * model.radius
 
 
 # --- closed forms ------------------------------------------------------------------------------
@@ -578,3 +634,6 @@ def tabulated_source(g, dg=None, d2g=None):
         a = a[None] if single else a
         arrays.append(as_batch(a, name, (n,) * rank, M))
     return TabulatedParams(g, arrays[0], arrays[1]), np.zeros((M, n)), single
+
+
+register_target("cpu")

@@ -1,0 +1,61 @@
+"""The CUDA kernels compile for a real GPU (to PTX, for compute capability 8.0) where NVIDIA's
+compiler libraries are installed (``anant-fast[cuda]``), even on a machine without a GPU: the
+simulator runs the kernels as Python and cannot catch what the CUDA compiler refuses."""
+import numpy as np
+import pytest
+
+from anant_fast import metrics
+from anant_fast.kernels import batch
+from anant_fast.kernels.target import simulated
+
+CC = (8, 0)
+
+
+def _nvvm():
+    if simulated():
+        return False
+    try:
+        from numba.cuda.cudadrv import nvvm
+        nvvm.NVVM()
+        return True
+    except Exception:  # numba-cuda or NVIDIA's libraries missing
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _nvvm(), reason="needs numba-cuda with NVVM (anant-fast[cuda]), "
+                                                    "not the simulator")
+
+
+@pytest.fixture
+def compile_ptx(monkeypatch):
+    """``numba.cuda.compile_ptx`` of a kernel with the model record and 2-d float64 arrays as
+    arguments. Device functions (the shared algorithms) are compiled for the current device's compute
+    capability; without a device, pretend one of ``CC``."""
+    from numba import cuda, types, typeof
+    import numba.cuda.dispatcher as dispatcher
+
+    class Device:
+        compute_capability = CC
+    if not cuda.is_available():
+        monkeypatch.setattr(dispatcher, "get_current_device", lambda: Device())
+
+    def compile(kernel, record, *arrays):
+        """PTX of ``kernel(record, *arrays)``; ``arrays``: (dtype, ndim) of the array arguments."""
+        fields = [types.Array(typeof(f).dtype, f.ndim, "C") if isinstance(f, np.ndarray) else typeof(f)
+                  for f in record]
+        args = [types.Array(typeof(dtype(0)), ndim, "C") for dtype, ndim in arrays]
+        ptx, _ = cuda.compile_ptx(kernel.py_func, (types.NamedTuple(fields, type(record)), *args), cc=CC)
+        return ptx
+    return compile
+
+
+@pytest.mark.parametrize("model", [metrics.Hyperbolic(3),
+                                   metrics.LocalCovariance(np.random.default_rng(0).normal(size=(50, 2)), 1.0)],
+                         ids=repr)
+def test_curvature_kernels_compile_for_the_gpu(model, compile_ptx):
+    from anant_fast.kernels import gpu
+    for quantity in (batch.SCALAR, batch.SECTIONAL):
+        kernel = gpu._pointwise_kernel(quantity, model.dim)
+        assert ".entry" in compile_ptx(kernel, model._params, *[(np.float64, 2)] * 4)
+    assert ".entry" in compile_ptx(gpu._check_kernel(model.dim), model._params, (np.float64, 2),
+                                   (np.int64, 1))
