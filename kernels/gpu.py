@@ -58,10 +58,16 @@ def blocks(n):
     return max(1, (n + THREADS - 1) // THREADS)
 
 
+def device_view(a):
+    """A numba.cuda view of the GPU array ``a``, zero copy (numba's own arrays, and the simulator's,
+    as they are)."""
+    return a if hasattr(a, "copy_to_host") else cuda.as_cuda_array(a)
+
+
 def as_device(a, name):
     """A numba.cuda view of the GPU array ``a`` (zero copy); float64 and C-contiguous required, since
     converting would copy on the device behind the caller's back."""
-    d = a if hasattr(a, "copy_to_host") else cuda.as_cuda_array(a)  # numba's own (or simulated)
+    d = device_view(a)
     if d.dtype != np.float64:
         raise TypeError(f"{name} must be float64 on the GPU, got {d.dtype}")
     if not d.is_c_contiguous():
@@ -214,3 +220,129 @@ def check_points(record, Q, name, chart):
         raise ValueError(f"{name} contains NaN or inf (first at point {bad_value})")
     if outside < M:
         raise ValueError(f"{name}[{outside}] lies outside the chart of {chart}")
+
+
+# --- superposition: Born-rule collapse (the GPU twin of superposition.collapse_kernel) ------------
+
+def pack(*arrays):
+    """Array arguments of a kernel that calls the shared (``@njit``) algorithms on them, as one tuple.
+    The simulator passes a tuple through untouched, so it gets the host arrays behind its stand-ins
+    (CPU-compiled code cannot take the stand-ins); a GPU gets the device arrays."""
+    if simulated():
+        return tuple(getattr(a, "_ary", a) for a in arrays)
+    return arrays
+
+
+@functools.lru_cache(maxsize=None)
+def _collapse_kernel(S):
+    from .superposition import _born, _draws, _probabilities
+
+    def kernel(arrays, offset, seed, step, bad):
+        psi, streams, index, out = arrays
+        j = cuda.grid(1)
+        g = cuda.blockIdx.y
+        if j >= psi.shape[1]:
+            return
+        P = cuda.local.array((S, 1), float64)
+        total = cuda.local.array(1, float64)
+        u = cuda.local.array(1, float64)
+        v = cuda.local.array(1, float64)
+        acc = cuda.local.array(1, float64)
+        below = cuda.local.array(1, np.int64)
+        last = cuda.local.array(1, np.int64)
+        outcome = cuda.local.array(1, np.int64)
+        _draws(seed, step, np.uint64(streams[g]), index, offset, j, 1, u, v)
+        _probabilities(psi[g], j, 1, P, total)
+        _born(P, total, S, 1, u, acc, below, last, outcome)
+        out[g, j] = outcome[0]
+        if outcome[0] < 0:
+            cuda.atomic.add(bad, 0, 1)
+    return cuda.jit(kernel)
+
+
+@functools.lru_cache(maxsize=None)
+def _correlate_kernel():
+    from .superposition import correlate_pair
+
+    def kernel(arrays, offset, seed, step):
+        streams, index, pairs, strengths, out = arrays
+        p = cuda.grid(1)
+        if p < pairs.shape[0]:
+            correlate_pair(streams, index, offset, seed, step, pairs, strengths, out, p)
+    return cuda.jit(kernel)
+
+
+def _floats(d):
+    """Interleaved float64 view ``(G, n, 2S)`` of complex128 device amplitudes ``(G, n, S)``."""
+    G, n, S = d.shape
+    return d.view(np.float64).reshape((G, n, 2 * S))
+
+
+def _launch_collapse(psi, streams, index, offset, seed, step, out):
+    """Outcomes of device ``psi (G, n, S)`` into device ``out (G, n)``; the count of bad entities."""
+    G, n, S = psi.shape
+    bad = cuda.to_device(np.zeros(1, np.int64))
+    if n:
+        kernel = _collapse_kernel(S)
+        kernel[(blocks(n), G), THREADS](pack(_floats(psi), streams, index, out),
+                                        np.uint64(offset), np.uint64(seed), np.uint64(step), bad)
+    return int(bad.copy_to_host()[0])
+
+
+def collapse_outcomes(psi, seed, step, streams, index, offset, pairs, strengths, out, fail):
+    """``superposition.collapse_outcomes`` on the GPU: ``psi (G, n, S)`` complex128 on the host (sent
+    in chunks of entities) or the device; ``out (G, n)`` int64 of the same kind. ``index`` (or None)
+    and ``pairs``/``strengths`` (or None) are host arrays. ``fail(out_on_host)`` raises for entities of
+    zero or non-finite norm (negative outcomes). The draws are those of the CPU kernel, bit for bit."""
+    G, n, S = psi.shape
+    seed, step, offset = int(seed), int(step), int(offset)
+    streams = cuda.to_device(np.ascontiguousarray(streams, np.int64))
+    no_index = cuda.to_device(np.empty(0, np.int64))
+    if is_device_array(psi):
+        index_d = no_index if index is None else cuda.to_device(index)
+        if _launch_collapse(psi, streams, index_d, offset, seed, step, out):
+            fail(out.copy_to_host())
+        if pairs is not None and len(pairs):
+            _correlate_kernel()[blocks(len(pairs)), THREADS](
+                pack(streams, index_d, cuda.to_device(pairs), cuda.to_device(strengths), out),
+                np.uint64(offset), np.uint64(seed), np.uint64(step))
+        return out
+    from .superposition import correlate_outcomes
+    bad = 0
+    width = chunk_points(G * (16 * S + 8))
+    for lo in range(0, n, width):
+        hi = min(n, lo + width)
+        part = cuda.to_device(np.ascontiguousarray(psi[:, lo:hi]))
+        part_out = cuda.device_array((G, hi - lo), np.int64)
+        keys = (no_index, offset + lo) if index is None else (cuda.to_device(index[lo:hi]), offset)
+        bad += _launch_collapse(part, streams, keys[0], keys[1], seed, step, part_out)
+        out[:, lo:hi] = part_out.copy_to_host()
+    if bad:
+        fail(out)
+    correlate_outcomes(out, seed, step, streams.copy_to_host(), index, offset, pairs, strengths)
+    return out
+
+
+def as_amplitudes(psi, name="psi"):
+    """GPU amplitudes ``(..., S)``: complex128, C-contiguous, ``S >= 1`` (a numba.cuda view)."""
+    d = device_view(psi)
+    if d.dtype != np.complex128:
+        raise TypeError(f"{name} must be complex128 on the GPU, got {d.dtype}")
+    if d.ndim == 0 or tuple(d.shape)[-1] == 0:
+        raise ValueError(f"{name} must have shape (..., S) with S >= 1, got {d.shape}")
+    if not d.is_c_contiguous():
+        raise ValueError(f"{name} must be C-contiguous on the GPU")
+    return d
+
+
+def as_output(out, shape, dtype, name="out"):
+    """A GPU output of ``shape`` and ``dtype``: new when ``out`` is None, else ``out`` checked."""
+    if out is None:
+        return cuda.device_array(shape, dtype)
+    if not is_device_array(out):
+        raise TypeError(f"{name} must be a GPU array like the input, got {type(out).__name__}")
+    d = device_view(out)
+    if tuple(d.shape) != tuple(shape) or d.dtype != dtype or not d.is_c_contiguous():
+        raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype)} GPU array of shape "
+                         f"{tuple(shape)}, got {d.dtype} {tuple(d.shape)}")
+    return d

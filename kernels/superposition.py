@@ -14,11 +14,15 @@ entity is a ValueError that names it. Inside, amplitudes are handled as interlea
 (re, im) pairs: one fused per-entity kernel serves every state update and statistic, one the
 Born-rule collapse.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
 from .config import INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
+from .linalg import fma
 from .random import uniform_pair
+from .target import is_device_array, resolve as resolve_target
 from .validation import as_real_array, check_finite, readonly
 
 UNITARY_TOL = 1e-10
@@ -46,7 +50,7 @@ def padded(S):
 @njit(**INLINE_JIT)
 def _flag(q):
     """Flag of a squared norm ``q``: 0 when finite and > 0."""
-    if not np.isfinite(q):
+    if not math.isfinite(q):
         return _NONFINITE
     return _ZERO if q == 0.0 else 0
 
@@ -119,7 +123,7 @@ def _normalise(X, S2, nb, q, fl):
     for e in range(nb):
         f = _flag(q[e])
         fl[e] = max(fl[e], f)
-        q[e] = 1.0 / np.sqrt(q[e]) if f == 0 else 1.0
+        q[e] = 1.0 / math.sqrt(q[e]) if f == 0 else 1.0
     for c in range(S2):
         for e in range(nb):
             X[c, e] *= q[e]
@@ -173,7 +177,7 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
             p = X[2 * a, e] * X[2 * a, e] + X[2 * a + 1, e] * X[2 * a + 1, e]
             P[a, e] = p
             q[e] += p
-            l1[e] += np.sqrt(p)
+            l1[e] += math.sqrt(p)
     for e in range(nb):
         fl[e] = max(fl[e], _flag(q[e]))
     if coherence.shape[0] > 0:
@@ -241,7 +245,7 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
                         for e in range(nb):
                             i = 0 if one_lik_row else j0 + e
                             for a in range(S):
-                                W[a, e] = np.sqrt(lik[m, i, a])
+                                W[a, e] = math.sqrt(lik[m, i, a])
                         w_row = m
                     for a in range(S):
                         for e in range(nb):
@@ -276,12 +280,13 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
 @njit(**INLINE_JIT)
 def _probabilities(src, j0, nb, P, total):
     """``P[a, e] = |state a of row j0 + e|²`` of the interleaved ``src (n, 2S)`` and their sums
-    ``total[e]`` (in state order), for ``e < nb``."""
+    ``total[e]`` (in state order), for ``e < nb``; rounded the same way on every target (``fma``),
+    so that outcomes agree to the entity between the CPU and the GPU."""
     rows = src[j0:j0 + nb]
     for e in range(nb):   # rows in memory order: streams well from memory
         t = 0.0
         for a in range(src.shape[1] // 2):
-            p = rows[e, 2 * a] * rows[e, 2 * a] + rows[e, 2 * a + 1] * rows[e, 2 * a + 1]
+            p = fma(rows[e, 2 * a], rows[e, 2 * a], rows[e, 2 * a + 1] * rows[e, 2 * a + 1])
             P[a, e] = p
             t += p
         total[e] = t
@@ -355,15 +360,20 @@ def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, coun
 def correlate_kernel(streams, index, offset, seed, step, pairs, strengths, out):
     """For each pair ``(f, s)``: ``out[g, s] = out[g, f]`` when the second uniform of ``s``'s key is
     below ``strengths[p]`` (``s`` keeps its own Born outcome otherwise). Pairs must be disjoint."""
-    G = out.shape[0]
     for p in prange(pairs.shape[0]):
-        f = pairs[p, 0]
-        s = pairs[p, 1]
-        key = np.uint64(index[s]) if index.shape[0] > 0 else offset + np.uint64(s)
-        for g in range(G):
-            _, v = uniform_pair(seed, key, step, np.uint64(streams[g]))
-            if v < strengths[p]:
-                out[g, s] = out[g, f]
+        correlate_pair(streams, index, offset, seed, step, pairs, strengths, out, p)
+
+
+@njit(**INLINE_JIT)
+def correlate_pair(streams, index, offset, seed, step, pairs, strengths, out, p):
+    """Pair ``p`` of ``correlate_kernel``, in every layer."""
+    f = pairs[p, 0]
+    s = pairs[p, 1]
+    key = np.uint64(index[s]) if index.shape[0] > 0 else offset + np.uint64(s)
+    for g in range(out.shape[0]):
+        _, v = uniform_pair(seed, key, step, np.uint64(streams[g]))
+        if v < strengths[p]:
+            out[g, s] = out[g, f]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,12 +448,22 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
 
 
 def collapse_outcomes(psi, seed, step, streams, index=None, offset=0, pairs=None, strengths=None,
-                      out=None, name="psi", labels=None):
+                      out=None, name="psi", labels=None, target="cpu"):
     """Born-rule outcomes ``(G, n)`` of prepared ``psi (G, n, S)``; entity ``j`` of layer ``g`` is
     keyed by ``(seed, index[j] (or offset + j), step, streams[g])``. ``pairs (P, 2)`` (rows, disjoint)
-    with ``strengths (P,)`` correlate each second with its first (``correlate_kernel``)."""
-    psi = np.ascontiguousarray(psi)
+    with ``strengths (P,)`` correlate each second with its first (``correlate_kernel``).
+    ``target="cuda"`` (resolved) draws the same outcomes on the GPU (``kernels.gpu``)."""
+    def fail(outcomes):
+        flags = np.where(outcomes < 0, -outcomes, 0).max(axis=0)
+        _raise_flagged(flags, name, f"{name} has zero norm", labels)
+
     G, n, _ = psi.shape
+    if target == "cuda":
+        from . import gpu
+        out = out if out is not None else (gpu.cuda.device_array((G, n), np.int64)
+                                           if is_device_array(psi) else np.empty((G, n), np.int64))
+        return gpu.collapse_outcomes(psi, seed, step, streams, index, offset, pairs, strengths, out, fail)
+    psi = np.ascontiguousarray(psi)
     index = _NONE if index is None else index
     out = np.empty((G, n), np.int64) if out is None else out
     seed, step, offset = np.uint64(seed), np.uint64(step), np.uint64(offset)
@@ -452,8 +472,7 @@ def collapse_outcomes(psi, seed, step, streams, index=None, offset=0, pairs=None
     collapse_kernel(readonly(_floats(psi)), readonly(streams), readonly(index), offset, seed,
                     step, n_blocks, out, counts)
     if counts.any():
-        flags = np.where(out < 0, -out, 0).max(axis=0)
-        _raise_flagged(flags, name, f"{name} has zero norm", labels)
+        fail(out)
     correlate_outcomes(out, seed, step, streams, index, offset, pairs, strengths)
     return out
 
@@ -485,8 +504,9 @@ def as_amplitudes(psi, name="psi", ndims=None, shapes="(..., S)"):
 
 def _stacked(a):
     """``(G, n, S)`` view of ``a (..., S)``: entities along the second-to-last axis."""
-    n = a.shape[-2] if a.ndim >= 2 else 1
-    return a.reshape((int(np.prod(a.shape[:-2])), n, a.shape[-1]))
+    shape = tuple(a.shape)  # a plain tuple also for GPU arrays
+    n = shape[-2] if len(shape) >= 2 else 1
+    return a.reshape((int(np.prod(shape[:-2])), n, shape[-1]))
 
 
 def as_unitary(U, S, name="U"):
@@ -723,28 +743,36 @@ def propagate(psi_layers, parent, alpha, direction, out=None):
                 in_place=True)
 
 
-def collapse(psi, seed, step=0, offset=0, out=None):
+def collapse(psi, seed, step=0, offset=0, out=None, target="cpu"):
     """One Born-rule outcome per entity of ``psi (..., N, S)``: int64 ``psi.shape[:-1]``.
 
     Entity ``j`` (along the second-to-last axis) of layer ``g`` (the flat index of the earlier axes)
     draws from the counter-based generator keyed by ``(seed, offset + j, step, g)``
-    (``kernels.random``): its outcome does not depend on the batch it is in, the thread count or the
-    order. ``seed < 2**64``, ``step < 2**32``, ``offset >= 0``. ``basis(outcomes, S)`` gives the
-    collapsed amplitudes.
+    (``kernels.random``): its outcome does not depend on the batch it is in, the thread count, the
+    order or the target. ``seed < 2**64``, ``step < 2**32``, ``offset >= 0``. ``basis(outcomes, S)``
+    gives the collapsed amplitudes. ``target``: ``"cpu"``, ``"cuda"`` or ``"auto"``
+    (``kernels.target``); on ``"cuda"`` ``psi`` may be a GPU array (complex128, C-contiguous), and
+    the outcomes (and ``out``) are then GPU arrays too.
     """
-    return _collapse(psi, None, None, seed, step, offset, out)
+    return _collapse(psi, None, None, seed, step, offset, out, target)
 
 
-def collapse_entangled(psi, pairs, strength, seed, step=0, offset=0, out=None):
+def collapse_entangled(psi, pairs, strength, seed, step=0, offset=0, out=None, target="cpu"):
     """``collapse`` with entangled pairs ``(P, 2)`` of entity indices (along the entity axis): the
     first of a pair collapses by the Born rule; the second takes the same outcome with probability
     ``strength`` (drawn from its own key), otherwise keeps its own Born outcome. An entity may be
     in one pair only. Agreement probability: ``strength + (1 − strength) Σ_a p_a q_a``."""
-    return _collapse(psi, pairs, strength, seed, step, offset, out)
+    return _collapse(psi, pairs, strength, seed, step, offset, out, target)
 
 
-def _collapse(psi, pairs, strength, seed, step, offset, out):
-    a = as_amplitudes(psi)
+def _collapse(psi, pairs, strength, seed, step, offset, out, target):
+    target = resolve_target(target)
+    on_device = target == "cuda" and is_device_array(psi)
+    if on_device:
+        from . import gpu
+        a = gpu.as_amplitudes(psi)
+    else:
+        a = as_amplitudes(psi)
     s = _stacked(a)
     seed = as_counter(seed, "seed", 64)
     step = as_counter(step, "step", 32)
@@ -755,10 +783,11 @@ def _collapse(psi, pairs, strength, seed, step, offset, out):
     if pairs is not None:
         pairs = as_pairs(pairs, s.shape[1])
         strengths = np.full(len(pairs), as_fraction(strength, "strength"))
-    out = as_output(out, a.shape[:-1], np.int64, [a])
+    out = gpu.as_output(out, tuple(a.shape)[:-1], np.int64) if on_device else \
+        as_output(out, a.shape[:-1], np.int64, [a])
     collapse_outcomes(s, seed, step, np.arange(s.shape[0], dtype=np.int64), offset=offset,
-                      pairs=pairs, strengths=strengths, out=out.reshape(s.shape[:2]))
-    return out
+                      pairs=pairs, strengths=strengths, out=out.reshape(s.shape[:2]), target=target)
+    return gpu.like(psi, out) if on_device else out
 
 
 def basis(outcomes, S):

@@ -59,3 +59,20 @@ def test_curvature_kernels_compile_for_the_gpu(model, compile_ptx):
         assert ".entry" in compile_ptx(kernel, model._params, *[(np.float64, 2)] * 4)
     assert ".entry" in compile_ptx(gpu._check_kernel(model.dim), model._params, (np.float64, 2),
                                    (np.int64, 1))
+
+
+def _array(dtype, ndim):
+    from numba import types, typeof
+    return types.Array(typeof(dtype(0)), ndim, "C")
+
+
+def test_collapse_kernels_compile_for_the_gpu(compile_ptx):
+    from numba import cuda, types
+    from anant_fast.kernels import gpu
+    ints, u64 = _array(np.int64, 1), types.uint64
+    arrays = types.Tuple([_array(np.float64, 3), ints, ints, _array(np.int64, 2)])
+    ptx, _ = cuda.compile_ptx(gpu._collapse_kernel(8).py_func, (arrays, u64, u64, u64, ints), cc=CC)
+    assert "fma.rn.f64" in ptx  # the probabilities are fused explicitly, as on the CPU
+    arrays = types.Tuple([ints, ints, _array(np.int64, 2), _array(np.float64, 1), _array(np.int64, 2)])
+    ptx, _ = cuda.compile_ptx(gpu._correlate_kernel().py_func, (arrays, u64, u64, u64), cc=CC)
+    assert ".entry" in ptx

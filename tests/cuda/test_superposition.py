@@ -1,0 +1,64 @@
+"""Superposition kernels on the CUDA target: the same outcomes as the CPU, entity for entity."""
+import numpy as np
+import pytest
+
+from anant_fast.kernels import superposition as sp
+
+pytestmark = pytest.mark.cuda
+
+rng = np.random.default_rng(11)
+PSI = rng.normal(size=(3, 40, 5)) + 1j * rng.normal(size=(3, 40, 5))
+PAIRS = np.array([[0, 1], [7, 3], [12, 30], [39, 38]])
+
+
+def _device(a):
+    from numba import cuda
+    return cuda.to_device(a)
+
+
+@pytest.mark.parametrize("seed, step, offset", [(0, 0, 0), (2 ** 64 - 1, 2 ** 32 - 1, 2 ** 40)])
+def test_collapse_outcomes_are_those_of_the_cpu(seed, step, offset):
+    cpu = sp.collapse(PSI, seed, step, offset)
+    np.testing.assert_array_equal(sp.collapse(PSI, seed, step, offset, target="cuda"), cpu)
+    on_gpu = sp.collapse(_device(PSI), seed, step, offset, target="cuda")
+    assert hasattr(on_gpu, "copy_to_host")
+    np.testing.assert_array_equal(on_gpu.copy_to_host(), cpu)
+
+
+def test_entangled_collapse_is_that_of_the_cpu():
+    cpu = sp.collapse_entangled(PSI, PAIRS, 0.6, seed=9, step=1)
+    np.testing.assert_array_equal(sp.collapse_entangled(PSI, PAIRS, 0.6, 9, 1, target="cuda"), cpu)
+    out = _device(np.zeros(PSI.shape[:-1], np.int64))
+    got = sp.collapse_entangled(_device(PSI), PAIRS, 0.6, 9, 1, out=out, target="cuda")
+    assert got is out
+    np.testing.assert_array_equal(out.copy_to_host(), cpu)
+
+
+def test_one_layer_and_chunked_launches(tiny_chunks):
+    cpu = sp.collapse(PSI[1], seed=4, offset=3)
+    np.testing.assert_array_equal(sp.collapse(PSI[1], seed=4, offset=3, target="cuda"), cpu)
+    np.testing.assert_array_equal(sp.collapse_entangled(PSI, PAIRS, 1.0, 4, target="cuda"),
+                                  sp.collapse_entangled(PSI, PAIRS, 1.0, 4))
+
+
+def test_bad_states_are_named_as_on_the_cpu():
+    bad = PSI.copy()
+    bad[0, 5] = 0.0
+    bad[2, 17, 3] = np.inf
+    for psi in (bad, _device(bad)):
+        with pytest.raises(ValueError, match=r"psi contains NaN or inf at entities \[17\]"):
+            sp.collapse(psi, 1, target="cuda")
+    bad[2, 17, 3] = 1.0
+    with pytest.raises(ValueError, match=r"psi has zero norm at entities \[5\]"):
+        sp.collapse(_device(bad), 1, target="cuda")
+
+
+def test_bad_gpu_arguments_are_refused():
+    with pytest.raises(TypeError, match="complex128"):
+        sp.collapse(_device(PSI.real.copy()), 1, target="cuda")
+    with pytest.raises(TypeError, match="out must be a GPU array"):
+        sp.collapse(_device(PSI), 1, out=np.zeros((3, 40), np.int64), target="cuda")
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous int64 GPU array of shape \(3, 40\)"):
+        sp.collapse(_device(PSI), 1, out=_device(np.zeros((3, 41), np.int64)), target="cuda")
+    with pytest.raises(ValueError, match="an entity may be in one pair only|pair"):
+        sp.collapse_entangled(_device(PSI), [[0, 1], [1, 2]], 0.5, 1, target="cuda")
