@@ -335,8 +335,9 @@ def as_amplitudes(psi, name="psi"):
     return d
 
 
-def as_output(out, shape, dtype, name="out"):
-    """A GPU output of ``shape`` and ``dtype``: new when ``out`` is None, else ``out`` checked."""
+def as_output(out, shape, dtype, name="out", inputs=(), in_place_ok=None):
+    """A GPU output of ``shape`` and ``dtype``: new when ``out`` is None, else ``out`` checked; it may
+    overlap no GPU array of ``inputs`` except ``in_place_ok``, exactly."""
     if out is None:
         return cuda.device_array(shape, dtype)
     if not is_device_array(out):
@@ -345,4 +346,102 @@ def as_output(out, shape, dtype, name="out"):
     if tuple(d.shape) != tuple(shape) or d.dtype != dtype or not d.is_c_contiguous():
         raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype)} GPU array of shape "
                          f"{tuple(shape)}, got {d.dtype} {tuple(d.shape)}")
+    lo, hi = _span(d)
+    for a in inputs:
+        if is_device_array(a):
+            a_lo, a_hi = _span(device_view(a))
+            exact = a is in_place_ok and (a_lo, a_hi) == (lo, hi)
+            if lo < a_hi and a_lo < hi and not exact:
+                raise ValueError(f"{name} overlaps an input (only an exact in-place output is allowed)")
     return d
+
+
+def _span(d):
+    """``[start, end)`` device addresses of the C-contiguous GPU array ``d``."""
+    if simulated():
+        start = d._ary.__array_interface__["data"][0]
+    else:
+        start = d.__cuda_array_interface__["data"][0]
+    return start, start + d.size * d.dtype.itemsize
+
+
+# --- superposition: the fused per-entity update (the GPU twin of superposition.fused_kernel) ------
+
+@functools.lru_cache(maxsize=None)
+def _fused_kernel(G, S):
+    from .superposition import fused_chunk, padded
+    S2, Sp2 = 2 * S, 2 * padded(S)  # local array sizes must be constants of the closure
+
+    def kernel(arrays, renorm, bad):
+        psi, Ur, Ui, u_of, lik, lik_of, mix, states, mixed, probs, entropy, coherence, flags = arrays
+        j = cuda.grid(1)
+        if j >= psi.shape[1]:
+            return
+        X = cuda.local.array((G, Sp2, 1), float64)
+        T = cuda.local.array((Sp2, 1), float64)
+        for c in range(Sp2):
+            T[c, 0] = 0.0
+            for g in range(G):
+                X[g, c, 0] = 0.0
+        Y = cuda.local.array((S2, 1), float64)
+        W = cuda.local.array((S, 1), float64)
+        P = cuda.local.array((S, 1), float64)
+        M = cuda.local.array((S, 1), float64)
+        E = cuda.local.array((S, 1), float64)
+        q = cuda.local.array(1, float64)
+        l1 = cuda.local.array(1, float64)
+        fl = cuda.local.array(1, np.int64)
+        if fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
+                       coherence, flags, j, 1, X, T, Y, W, P, M, E, q, l1, fl):
+            cuda.atomic.add(bad, 0, 1)
+    return cuda.jit(kernel)
+
+
+def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
+    """``superposition.fused_kernel`` on the GPU. ``psi (G, n, S)`` complex128 and the ``outputs``
+    ``(states, mixed, probs, entropy, coherence)`` (entity axis 1; zero-size when unused) are all
+    host or all device arrays; host ones are sent in chunks of entities. The small operands (``Ur``,
+    ``Ui``, ``u_of``, ``lik_of``, ``mix``) and ``lik`` are host arrays. Writes ``flags (n,)`` (host)
+    and returns the number of flagged entities."""
+    G, n, S = psi.shape
+    small = [cuda.to_device(np.ascontiguousarray(a)) for a in (Ur, Ui, u_of, lik_of, mix)]
+    kernel = _fused_kernel(G, S)
+    per_entity_lik = lik.shape[1] == n and n > 1
+    complex_out = (True, True, False, False, False)
+
+    def launch(psi_d, lik_d, outs, flags_d, count):
+        bad = cuda.to_device(np.zeros(1, np.int64))
+        if count:
+            outs = [_floats(o) if c and o.size else o for o, c in zip(outs, complex_out)]
+            Ur_d, Ui_d, u_of_d, lik_of_d, mix_d = small
+            kernel[blocks(count), THREADS](
+                pack(_floats(psi_d), Ur_d, Ui_d, u_of_d, lik_d, lik_of_d, mix_d, *outs, flags_d),
+                bool(renorm), bad)
+        return int(bad.copy_to_host()[0])
+
+    if is_device_array(psi):
+        flags_d = cuda.to_device(flags)
+        outs = [o if is_device_array(o) else cuda.to_device(o) for o in outputs]  # o: unused, empty
+        bad = launch(psi, cuda.to_device(lik), outs, flags_d, n)
+        if bad:
+            flags[:] = flags_d.copy_to_host()
+        return bad
+    bad = 0
+    lik_all = None if per_entity_lik else cuda.to_device(lik)
+    bytes_per_entity = 16 * S * (G + sum(o.shape[0] for o in outputs[:3])) + 16 * len(outputs)
+    width = chunk_points(bytes_per_entity + (8 * S * lik.shape[0] if per_entity_lik else 0))
+    for lo in range(0, n, width):
+        hi = min(n, lo + width)
+        part = cuda.to_device(np.ascontiguousarray(psi[:, lo:hi]))
+        lik_d = cuda.to_device(np.ascontiguousarray(lik[:, lo:hi])) if per_entity_lik else lik_all
+        outs = [cuda.device_array((o.shape[0], hi - lo) + o.shape[2:], o.dtype) if o.size
+                else cuda.to_device(o) for o in outputs]
+        flags_d = cuda.to_device(np.zeros(hi - lo, flags.dtype))
+        found = launch(part, lik_d, outs, flags_d, hi - lo)
+        for o, d in zip(outputs, outs):
+            if o.size:
+                o[:, lo:hi] = d.copy_to_host()
+        if found:
+            flags[lo:hi] = flags_d.copy_to_host()
+            bad += found
+    return bad

@@ -211,9 +211,6 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
     G, n, S2 = psi.shape
     S = S2 // 2
     Sp2 = 2 * padded(S)
-    R = mix.shape[0]
-    one_lik_row = lik.shape[1] == 1
-    stats = probs.shape[0] + entropy.shape[0] + coherence.shape[0] > 0
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, n)
         X = np.zeros((G, Sp2, CHUNK))   # the chunk's states (padding rows stay 0)
@@ -228,53 +225,74 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
         fl = np.empty(CHUNK, np.int64)
         bad = 0
         for j0 in range(lo, hi, CHUNK):
-            nb = min(CHUNK, hi - j0)
-            fl[:] = 0
-            w_row = -1
-            for g in range(G):
-                x = X[g]
-                k = u_of[g]
-                m = lik_of[g]
-                if k >= 0:
-                    _gather(psi[g], j0, nb, T)
-                    _matvec(Ur[k], Ui[k], T, x, nb)
-                else:
-                    _gather(psi[g], j0, nb, x)
-                if m >= 0:
-                    if m != w_row:
-                        for e in range(nb):
-                            i = 0 if one_lik_row else j0 + e
-                            for a in range(S):
-                                W[a, e] = math.sqrt(lik[m, i, a])
-                        w_row = m
-                    for a in range(S):
-                        for e in range(nb):
-                            x[2 * a, e] *= W[a, e]
-                            x[2 * a + 1, e] *= W[a, e]
-                if renorm or k >= 0 or m >= 0:
-                    _normalise(x, S2, nb, q, fl)
-                if states.shape[0] > 0:
-                    _scatter(x, j0, nb, states[g])
-            for r in range(R):
-                Y[:, :nb] = 0.0
-                for g in range(G):
-                    coef = mix[r, g]
-                    if coef != 0.0:
-                        for c in range(S2):
-                            for e in range(nb):
-                                Y[c, e] += coef * X[g, c, e]
-                _normalise(Y, S2, nb, q, fl)
-                _scatter(Y, j0, nb, mixed[r])
-                if stats:
-                    _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
-            if R == 0 and stats:
-                for g in range(G):
-                    _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
-            for e in range(nb):
-                if fl[e]:
-                    flags[j0 + e] = fl[e]
-                    bad += 1
+            bad += fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs,
+                               entropy, coherence, flags, j0, min(CHUNK, hi - j0),
+                               X, T, Y, W, P, M, E, q, l1, fl)
         counts[b] = bad
+
+
+@njit(**INLINE_JIT)
+def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
+                coherence, flags, j0, nb, X, T, Y, W, P, M, E, q, l1, fl):
+    """``fused_kernel`` on the entities ``[j0, j0 + nb)``; returns how many it flagged. Scratch:
+    ``X (G, 2 padded(S), chunk)`` and ``T (2 padded(S), chunk)`` with zero padding rows, ``Y (2S,
+    chunk)``, ``W``, ``P``, ``M``, ``E (S, chunk)``, ``q``, ``l1``, ``fl (chunk,)``."""
+    G = psi.shape[0]
+    S2 = psi.shape[2]
+    S = S2 // 2
+    R = mix.shape[0]
+    one_lik_row = lik.shape[1] == 1
+    stats = probs.shape[0] + entropy.shape[0] + coherence.shape[0] > 0
+    for e in range(nb):
+        fl[e] = 0
+    w_row = -1
+    for g in range(G):
+        x = X[g]
+        k = u_of[g]
+        m = lik_of[g]
+        if k >= 0:
+            _gather(psi[g], j0, nb, T)
+            _matvec(Ur[k], Ui[k], T, x, nb)
+        else:
+            _gather(psi[g], j0, nb, x)
+        if m >= 0:
+            if m != w_row:
+                for e in range(nb):
+                    i = 0 if one_lik_row else j0 + e
+                    for a in range(S):
+                        W[a, e] = math.sqrt(lik[m, i, a])
+                w_row = m
+            for a in range(S):
+                for e in range(nb):
+                    x[2 * a, e] *= W[a, e]
+                    x[2 * a + 1, e] *= W[a, e]
+        if renorm or k >= 0 or m >= 0:
+            _normalise(x, S2, nb, q, fl)
+        if states.shape[0] > 0:
+            _scatter(x, j0, nb, states[g])
+    for r in range(R):
+        for c in range(S2):
+            for e in range(nb):
+                Y[c, e] = 0.0
+        for g in range(G):
+            coef = mix[r, g]
+            if coef != 0.0:
+                for c in range(S2):
+                    for e in range(nb):
+                        Y[c, e] += coef * X[g, c, e]
+        _normalise(Y, S2, nb, q, fl)
+        _scatter(Y, j0, nb, mixed[r])
+        if stats:
+            _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
+    if R == 0 and stats:
+        for g in range(G):
+            _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
+    bad = 0
+    for e in range(nb):
+        if fl[e]:
+            flags[j0 + e] = fl[e]
+            bad += 1
+    return bad
 
 
 @njit(**INLINE_JIT)
@@ -409,17 +427,20 @@ _NONE = np.empty(0, np.int64)
 
 def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mix=None, states=None,
                  mixed=None, probs=None, entropy=None, coherence=None, name="psi",
-                 what="the state has zero norm", labels=None):
+                 what="the state has zero norm", labels=None, target="cpu"):
     """Run ``fused_kernel`` on prepared arrays (C-contiguous, right dtypes; see its docstring).
 
     ``psi``, ``states``, ``mixed``: complex128 ``(G, n, S)``, ``(G, n, S)``, ``(R, n, S)``; ``U``
     complex ``(K, S, S)`` with ``u_of (G,)``; ``lik`` float ``(J, 1 or n, S)`` with ``lik_of (G,)``;
     ``mix (R, G)``. Omitted arrays are skipped. Raises a ValueError naming flagged entities (by
-    ``labels[j]`` when given), ``name`` for NaN/inf, ``what`` for a zero norm.
+    ``labels[j]`` when given), ``name`` for NaN/inf, ``what`` for a zero norm. ``target="cuda"``
+    (resolved) runs ``kernels.gpu.fused_update``: ``psi`` and the outputs may then be GPU arrays.
     """
-    psi = np.ascontiguousarray(psi)
-    if not all(a is None or a.flags.c_contiguous for a in (states, mixed, probs, entropy, coherence)):
-        raise ValueError("fused_update writes only into C-contiguous outputs")
+    on_device = target == "cuda" and is_device_array(psi)
+    if not on_device:
+        psi = np.ascontiguousarray(psi)
+        if not all(a is None or a.flags.c_contiguous for a in (states, mixed, probs, entropy, coherence)):
+            raise ValueError("fused_update writes only into C-contiguous outputs")
     G, n, S = psi.shape
     if U is None:
         Ur = Ui = _EMPTY_R3
@@ -431,8 +452,16 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
         Ui[:, :S, :S] = U.imag
     if lik is None:
         lik, lik_of = _EMPTY_R3, np.full(G, -1, np.int64)
-    n_blocks = block_count(n)
     flags = np.zeros(n, np.uint8)
+    if target == "cuda":
+        from . import gpu
+        empty = (_EMPTY_R3, _EMPTY_R3, _EMPTY_R3, _EMPTY_R2, _EMPTY_R2)
+        outputs = [e if o is None else o for o, e in zip((states, mixed, probs, entropy, coherence), empty)]
+        if gpu.fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm,
+                            _EMPTY_R2 if mix is None else mix, outputs, flags):
+            _raise_flagged(flags, name, what, labels)
+        return
+    n_blocks = block_count(n)
     counts = np.zeros(n_blocks, np.int64)
     fused_kernel(readonly(_floats(psi)), readonly(Ur), readonly(Ui), readonly(u_of),
                  readonly(lik), readonly(lik_of), renorm,
@@ -490,9 +519,17 @@ def correlate_outcomes(out, seed, step, streams, index=None, offset=0, pairs=Non
 # Boundary validation
 # ---------------------------------------------------------------------------------------------
 
-def as_amplitudes(psi, name="psi", ndims=None, shapes="(..., S)"):
+def as_amplitudes(psi, name="psi", ndims=None, shapes="(..., S)", target="cpu"):
     """``psi`` as C-contiguous complex128 of shape ``shapes`` (``ndims`` axes when given), ``S >= 1``;
-    real and integer input converts."""
+    real and integer input converts. A GPU array (``target="cuda"`` only) must be complex128."""
+    if is_device_array(psi):
+        if target != "cuda":
+            raise TypeError(f"{name} is a GPU array: pass target='cuda'")
+        from . import gpu
+        arr = gpu.as_amplitudes(psi, name)
+        if ndims is not None and arr.ndim not in ndims:
+            raise ValueError(f"{name} must have shape {shapes}, got {tuple(arr.shape)}")
+        return arr
     arr = np.asarray(psi)
     if arr.dtype.kind not in "biufc":
         raise TypeError(f"{name} must be a numeric array of amplitudes, got dtype {arr.dtype}")
@@ -577,7 +614,14 @@ def as_pairs(pairs, n, name="pairs"):
 
 def as_output(out, shape, dtype, inputs, name="out", in_place_ok=None):
     """A writable C-contiguous ``out`` of ``shape`` and ``dtype`` (new when None) that overlaps no
-    input, except ``in_place_ok`` exactly."""
+    input, except ``in_place_ok`` exactly; a GPU array when the inputs are."""
+    if inputs and is_device_array(inputs[0]):
+        from . import gpu
+        return gpu.as_output(out, shape, dtype, name, inputs, in_place_ok)
+    return _as_host_output(out, shape, dtype, inputs, name, in_place_ok)
+
+
+def _as_host_output(out, shape, dtype, inputs, name, in_place_ok):
     if out is None:
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray):
@@ -598,77 +642,97 @@ def as_output(out, shape, dtype, inputs, name="out", in_place_ok=None):
 # Public kernels
 # ---------------------------------------------------------------------------------------------
 
-def normalize(psi, out=None):
-    """Every entity's state of ``psi (..., S)`` scaled to unit norm; same shape, complex128."""
-    a = as_amplitudes(psi)
-    out = as_output(out, a.shape, np.complex128, [a], in_place_ok=a)
-    fused_update(_stacked(a), renorm=True, states=_stacked(out), what="psi has zero norm")
+def normalize(psi, out=None, target="cpu"):
+    """Every entity's state of ``psi (..., S)`` scaled to unit norm; same shape, complex128.
+
+    Every kernel of this module takes ``target``: ``"cpu"``, ``"cuda"`` or ``"auto"``
+    (``kernels.target``); on ``"cuda"``, ``psi`` may be a GPU array (complex128, C-contiguous), and
+    then the result (and ``out``) are GPU arrays too."""
+    target = resolve_target(target)
+    a = as_amplitudes(psi, target=target)
+    out = as_output(out, tuple(a.shape), np.complex128, [a], in_place_ok=a)
+    fused_update(_stacked(a), renorm=True, states=_stacked(out), what="psi has zero norm",
+                 target=target)
+    return _like(psi, out)
+
+
+def _like(psi, out):
+    """``out`` as the kind of array ``psi`` is (CuPy for CuPy; see ``kernels.gpu.like``)."""
+    if is_device_array(out):
+        from . import gpu
+        return gpu.like(psi, out)
     return out
 
 
-def _one_statistic(psi, out, kind):
-    a = as_amplitudes(psi)
-    shape = a.shape if kind == "probs" else a.shape[:-1]
+def _one_statistic(psi, out, kind, target):
+    target = resolve_target(target)
+    a = as_amplitudes(psi, target=target)
+    shape = tuple(a.shape) if kind == "probs" else tuple(a.shape)[:-1]
     out = as_output(out, shape, np.float64, [a])
     s = _stacked(a)
-    view = out.reshape(s.shape if kind == "probs" else s.shape[:2])
-    fused_update(s, **{kind: view}, what="psi has zero norm")
-    return out
+    view = out.reshape(tuple(s.shape) if kind == "probs" else tuple(s.shape)[:2])
+    fused_update(s, **{kind: view}, what="psi has zero norm", target=target)
+    return _like(psi, out)
 
 
-def probabilities(psi, out=None):
+def probabilities(psi, out=None, target="cpu"):
     """Born-rule probabilities ``|psi|²`` of ``psi (..., S)``: float64, same shape."""
-    return _one_statistic(psi, out, "probs")
+    return _one_statistic(psi, out, "probs", target)
 
 
-def entropy(psi, out=None):
+def entropy(psi, out=None, target="cpu"):
     """Shannon entropy ``−Σ_a p_a log p_a`` (nats) of ``p = |psi|²``: float64 ``psi.shape[:-1]``."""
-    return _one_statistic(psi, out, "entropy")
+    return _one_statistic(psi, out, "entropy", target)
 
 
-def coherence(psi, out=None):
+def coherence(psi, out=None, target="cpu"):
     """l1-norm of coherence ``Σ_{a≠b} |psi_a||psi_b|``: float64 ``psi.shape[:-1]``
     (0 for a basis state, ``S − 1`` for the uniform superposition)."""
-    return _one_statistic(psi, out, "coherence")
+    return _one_statistic(psi, out, "coherence", target)
 
 
-def evolve(psi, U, out=None):
+def evolve(psi, U, out=None, target="cpu"):
     """``U psi`` for every entity of ``psi (..., S)``, renormalised; ``U (S, S)`` must be unitary."""
-    a = as_amplitudes(psi)
-    Uc = as_unitary(U, a.shape[-1])
-    out = as_output(out, a.shape, np.complex128, [a], in_place_ok=a)
+    target = resolve_target(target)
+    a = as_amplitudes(psi, target=target)
+    Uc = as_unitary(U, tuple(a.shape)[-1])
+    out = as_output(out, tuple(a.shape), np.complex128, [a], in_place_ok=a)
     s = _stacked(a)
     fused_update(s, U=Uc[None], u_of=np.zeros(s.shape[0], np.int64), states=_stacked(out),
-                 what="psi has zero norm")
-    return out
+                 what="psi has zero norm", target=target)
+    return _like(psi, out)
 
 
-def observe(psi, likelihood, out=None):
+def observe(psi, likelihood, out=None, target="cpu"):
     """Bayesian update: ``sqrt(likelihood) ⊙ psi``, renormalised, so that probabilities become
     ``p · likelihood / Σ p · likelihood``. ``psi (..., N, S)``; ``likelihood (N, S)`` (per entity) or
-    ``(S,)`` (every entity), finite and >= 0. An entity left with zero probability everywhere (its
-    likelihood is 0 wherever its amplitude is not) is a ValueError naming it."""
-    a = as_amplitudes(psi)
+    ``(S,)`` (every entity), finite and >= 0 (a NumPy array, also for GPU ``psi``). An entity left
+    with zero probability everywhere (its likelihood is 0 wherever its amplitude is not) is a
+    ValueError naming it."""
+    target = resolve_target(target)
+    a = as_amplitudes(psi, target=target)
     s = _stacked(a)
     lik = as_likelihood(likelihood, s.shape[1], s.shape[2])
-    out = as_output(out, a.shape, np.complex128, [a, lik], in_place_ok=a)
+    out = as_output(out, tuple(a.shape), np.complex128, [a, lik], in_place_ok=a)
     fused_update(s, lik=lik.reshape((1,) + (lik.shape if lik.ndim == 2 else (1, -1))), lik_of=np.zeros(s.shape[0], np.int64),
-                 states=_stacked(out),
+                 states=_stacked(out), target=target,
                  what="observe leaves zero probability (likelihood 0 wherever the amplitude is not)")
-    return out
+    return _like(psi, out)
 
 
-def _layers(psi_layers):
-    return as_amplitudes(psi_layers, "psi_layers", ndims=(2, 3), shapes="(L, N, S) or (L, S)")
+def _layers(psi_layers, target):
+    return as_amplitudes(psi_layers, "psi_layers", ndims=(2, 3), shapes="(L, N, S) or (L, S)",
+                         target=target)
 
 
-def _mix(a, M, out, out_shape, what, in_place=False):
+def _mix(psi, a, M, out, out_shape, what, target, in_place=False):
     """``fused_update`` mixing the layers of ``a (L, N, S)`` or ``(L, S)`` by ``M (R, L)``."""
-    s = a if a.ndim == 3 else a[:, None, :]
+    shape = tuple(a.shape)
+    s = a if len(shape) == 3 else a.reshape((shape[0], 1, shape[1]))
     out = as_output(out, out_shape, np.complex128, [a], in_place_ok=a if in_place else None)
-    fused_update(s, mix=M, mixed=out.reshape((M.shape[0],) + s.shape[1:]), name="psi_layers",
-                 what=what)
-    return out
+    fused_update(s, mix=M, mixed=out.reshape((M.shape[0],) + tuple(s.shape)[1:]), name="psi_layers",
+                 what=what, target=target)
+    return _like(psi, out)
 
 
 def as_weights(weights, L, name="weights"):
@@ -682,13 +746,15 @@ def as_weights(weights, L, name="weights"):
     return w
 
 
-def superpose(psi_layers, weights, out=None):
+def superpose(psi_layers, weights, out=None, target="cpu"):
     """Weighted superposition across layers, ``normalise(Σ_l w_l psi_l)``: ``psi_layers (L, N, S)``
     (or ``(L, S)``) to ``(N, S)`` (or ``(S,)``). ``weights (L,)`` finite, >= 0, not all 0. An entity
     whose layers cancel out is a ValueError."""
-    a = _layers(psi_layers)
+    target = resolve_target(target)
+    a = _layers(psi_layers, target)
     w = as_weights(weights, a.shape[0])
-    return _mix(a, w[None], out, a.shape[1:], "superpose: the weighted layers cancel out (zero norm)")
+    return _mix(psi_layers, a, w[None], out, tuple(a.shape)[1:],
+                "superpose: the weighted layers cancel out (zero norm)", target)
 
 
 def check_parents(parent, L, name="parent"):
@@ -729,7 +795,7 @@ def propagation_matrix(parent, alpha, direction):
     return M
 
 
-def propagate(psi_layers, parent, alpha, direction, out=None):
+def propagate(psi_layers, parent, alpha, direction, out=None, target="cpu"):
     """One propagation step along the layer hierarchy, every layer from the old states at once.
 
     ``"down"``: each layer with a parent becomes ``normalise((1 − α) psi_l + α psi_parent)``;
@@ -737,10 +803,11 @@ def propagate(psi_layers, parent, alpha, direction, out=None):
     other layers are renormalised. ``psi_layers (L, N, S)`` or ``(L, S)``; ``parent (L,)``:
     parent index or −1; ``alpha`` in ``[0, 1]``. ``out`` may be ``psi_layers`` itself.
     """
-    a = _layers(psi_layers)
+    target = resolve_target(target)
+    a = _layers(psi_layers, target)
     M = propagation_matrix(check_parents(parent, a.shape[0]), as_fraction(alpha, "alpha"), direction)
-    return _mix(a, M, out, a.shape, "propagate: the mixed layers cancel out (zero norm)",
-                in_place=True)
+    return _mix(psi_layers, a, M, out, tuple(a.shape),
+                "propagate: the mixed layers cancel out (zero norm)", target, in_place=True)
 
 
 def collapse(psi, seed, step=0, offset=0, out=None, target="cpu"):
@@ -767,12 +834,7 @@ def collapse_entangled(psi, pairs, strength, seed, step=0, offset=0, out=None, t
 
 def _collapse(psi, pairs, strength, seed, step, offset, out, target):
     target = resolve_target(target)
-    on_device = target == "cuda" and is_device_array(psi)
-    if on_device:
-        from . import gpu
-        a = gpu.as_amplitudes(psi)
-    else:
-        a = as_amplitudes(psi)
+    a = as_amplitudes(psi, target=target)
     s = _stacked(a)
     seed = as_counter(seed, "seed", 64)
     step = as_counter(step, "step", 32)
@@ -783,11 +845,11 @@ def _collapse(psi, pairs, strength, seed, step, offset, out, target):
     if pairs is not None:
         pairs = as_pairs(pairs, s.shape[1])
         strengths = np.full(len(pairs), as_fraction(strength, "strength"))
-    out = gpu.as_output(out, tuple(a.shape)[:-1], np.int64) if on_device else \
-        as_output(out, a.shape[:-1], np.int64, [a])
+    out = as_output(out, tuple(a.shape)[:-1], np.int64, [a])
     collapse_outcomes(s, seed, step, np.arange(s.shape[0], dtype=np.int64), offset=offset,
-                      pairs=pairs, strengths=strengths, out=out.reshape(s.shape[:2]), target=target)
-    return gpu.like(psi, out) if on_device else out
+                      pairs=pairs, strengths=strengths, out=out.reshape(tuple(s.shape)[:2]),
+                      target=target)
+    return _like(psi, out)
 
 
 def basis(outcomes, S):

@@ -62,3 +62,53 @@ def test_bad_gpu_arguments_are_refused():
         sp.collapse(_device(PSI), 1, out=_device(np.zeros((3, 41), np.int64)), target="cuda")
     with pytest.raises(ValueError, match="an entity may be in one pair only|pair"):
         sp.collapse_entangled(_device(PSI), [[0, 1], [1, 2]], 0.5, 1, target="cuda")
+
+
+U = np.linalg.qr(rng.normal(size=(5, 5)) + 1j * rng.normal(size=(5, 5)))[0]
+LIK = rng.random((40, 5))
+UPDATES = {
+    "normalize": (sp.normalize, ()),
+    "probabilities": (sp.probabilities, ()),
+    "entropy": (sp.entropy, ()),
+    "coherence": (sp.coherence, ()),
+    "evolve": (sp.evolve, (U,)),
+    "observe": (sp.observe, (LIK,)),
+    "observe_every_entity": (sp.observe, (LIK[0],)),
+    "superpose": (sp.superpose, (np.array([0.2, 0.0, 1.5]),)),
+    "propagate_down": (sp.propagate, (np.array([-1, 0, 1]), 0.3, "down")),
+    "propagate_up": (sp.propagate, (np.array([-1, 0, 0]), 0.6, "up")),
+}
+
+
+@pytest.mark.parametrize("name", UPDATES)
+def test_updates_match_the_cpu(name):
+    fn, args = UPDATES[name]
+    cpu = fn(PSI, *args)
+    tol = 1e-12 * np.abs(cpu).max()
+    np.testing.assert_allclose(fn(PSI, *args, target="cuda"), cpu, rtol=1e-12, atol=tol)
+    on_gpu = fn(_device(PSI), *args, target="cuda")
+    assert hasattr(on_gpu, "copy_to_host")
+    np.testing.assert_allclose(on_gpu.copy_to_host(), cpu, rtol=1e-12, atol=tol)
+
+
+def test_updates_in_chunks_and_in_place(tiny_chunks):
+    np.testing.assert_allclose(sp.observe(PSI, LIK, target="cuda"), sp.observe(PSI, LIK), rtol=1e-12)
+    np.testing.assert_allclose(sp.entropy(PSI[0], target="cuda"), sp.entropy(PSI[0]), rtol=1e-12)
+    d = _device(PSI)
+    assert sp.evolve(d, U, out=d, target="cuda") is d
+    np.testing.assert_allclose(d.copy_to_host(), sp.evolve(PSI, U), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="out overlaps an input"):
+        sp.superpose(d, [1.0, 1.0, 1.0], out=d[0], target="cuda")
+
+
+def test_update_errors_name_the_entities():
+    bad = PSI.copy()
+    bad[1, 6] = np.nan
+    with pytest.raises(ValueError, match=r"psi contains NaN or inf at entities \[6\]"):
+        sp.normalize(_device(bad), target="cuda")
+    lik = LIK.copy()
+    lik[13] = 0.0
+    with pytest.raises(ValueError, match=r"observe leaves zero probability .* at entities \[13\]"):
+        sp.observe(PSI, lik, target="cuda")
+    with pytest.raises(TypeError, match="psi is a GPU array: pass target='cuda'"):
+        sp.normalize(_device(PSI))
