@@ -69,22 +69,28 @@ class MetricModel(GeodesicMethods):
     def _device_plan(self, options, Q, U, V):
         """The plan of a point-wise quantity at GPU points ``Q (M, dim)`` (and planes ``U``, ``V``),
         validated on the GPU; the result stays there."""
-        from .kernels import gpu
-        planes = () if U is None else (("U", U), ("V", V))
-        checked = []
-        for name, a in (("Q", Q),) + planes:
-            if not is_device_array(a):
-                raise TypeError(f"{name} must be a GPU array like Q, got {type(a).__name__}")
-            a = gpu.as_device(a, name)
-            if a.ndim != 2 or a.shape[1] != self.dim or a.shape[0] != (checked[0].shape[0] if checked else a.shape[0]):
-                want = f"({len(checked[0]) if checked else 'M'}, {self.dim})"
-                raise ValueError(f"{name} on the GPU must have shape {want}, got {a.shape}")
-            gpu.check_points(self._params if name == "Q" else km.EuclideanParams(km.static_dim(0)),
-                             a, name, repr(self))
-            checked.append(a)
-        Q, U, V = checked + [None] * (3 - len(checked))
+        named = (("Q", Q),) + (() if U is None else (("U", U), ("V", V)))
+        Q, U, V = self._device_rows(named) + [None] * (4 - len(named))
         return Plan(_evaluate, self._params, (Q, U, V), options,
                     partial(_unwrap, options["quantity"], False), owner=self)
+
+    def _device_rows(self, named):
+        """GPU arrays ``(name, a)``, each ``(M, dim)`` float64 with the same ``M``, validated on the
+        GPU (finite; the first also inside the chart); returns numba.cuda views."""
+        from .kernels import gpu
+        checked = []
+        for name, a in named:
+            if not is_device_array(a):
+                raise TypeError(f"{name} must be a GPU array like {named[0][0]}, got {type(a).__name__}")
+            a = gpu.as_device(a, name)
+            rows = checked[0].shape[0] if checked else a.shape[0]
+            if a.ndim != 2 or a.shape[1] != self.dim or a.shape[0] != rows:
+                want = f"({rows if checked else 'M'}, {self.dim})"
+                raise ValueError(f"{name} on the GPU must have shape {want}, got {tuple(a.shape)}")
+            chart = self._params if not checked else km.EuclideanParams(km.static_dim(0))
+            gpu.check_points(chart, a, name, repr(self))
+            checked.append(a)
+        return checked
 
     _PLANNED = {"christoffel": batch.CHRISTOFFEL, "riemann": batch.RIEMANN, "ricci": batch.RICCI,
                 "scalar_curvature": batch.SCALAR, "sectional_curvature": batch.SECTIONAL}
@@ -262,25 +268,43 @@ class Covariance(DataInterpolation, MetricModel):
     def __repr__(self):
         return f"Covariance(dim={self.dim}, n={len(self._X)})"
 
-    def mahalanobis(self, Y):
-        """Mahalanobis distances ``sqrt((y − μ)ᵀ G (y − μ))`` of ``Y (M, d)``: ``(M,)``. One fused pass."""
-        return self._plan_mahalanobis(Y).run()
+    def mahalanobis(self, Y, target="cpu"):
+        """Mahalanobis distances ``sqrt((y − μ)ᵀ G (y − μ))`` of ``Y (M, d)``: ``(M,)``. One fused pass.
+        ``target``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (NumPy or GPU ``Y``, the same kind out)."""
+        return self._plan_mahalanobis(Y, target).run()
 
-    def _plan_mahalanobis(self, Y):
+    def _plan_mahalanobis(self, Y, target="cpu"):
+        options = {}
+        if resolve_target(target) == "cuda":
+            options["target"] = "cuda"
+            if is_device_array(Y):
+                (Y,) = self._device_rows((("Y", Y),))
+                return Plan(_mahalanobis, self._factor, (Y,), options,
+                            partial(_unwrap, batch.SCALAR, False), owner=self)
         Y, single = as_points(Y, self.dim, "Y")
-        return Plan(_mahalanobis, self._factor, (Y,), {},
+        return Plan(_mahalanobis, self._factor, (Y,), options,
                     partial(_unwrap, batch.SCALAR, single), owner=self)
 
-    def outliers(self, Y=None, z=3.0):
+    def outliers(self, Y=None, z=3.0, target="cpu"):
         """Indices of the rows of ``Y`` (default: the fitted data) whose Mahalanobis distance ``m`` has
-        ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``)."""
+        ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``). ``target``: where the
+        distances are computed (as ``mahalanobis``); the z-scores are taken on the host."""
         z = check_positive(z, "z")
-        m = mahalanobis(self._X, *self._factor) if Y is None else np.atleast_1d(self.mahalanobis(Y))
-        return zscore_outliers(m, z)
+        if Y is None:
+            where = resolve_target(target)
+            (m,) = _mahalanobis(self._factor, self._X, **({"target": where} if where == "cuda" else {}))
+        else:
+            m = self.mahalanobis(Y, target=target)
+        if is_device_array(m):
+            m = m.copy_to_host() if hasattr(m, "copy_to_host") else m.get()
+        return zscore_outliers(np.atleast_1d(m), z)
 
 
-def _mahalanobis(factor, Y):
+def _mahalanobis(factor, Y, target="cpu"):
     """``Plan.compute`` of ``Covariance.mahalanobis``; ``factor = (mean, upper)``."""
+    if target == "cuda":
+        from .kernels import gpu
+        return (gpu.mahalanobis(Y, *factor),)
     return (mahalanobis(Y, *factor),)
 
 

@@ -3,10 +3,12 @@
 Moments are computed per fixed-size block of rows (two passes over a cache-resident block) and merged
 exactly (Chan et al.): the result does not depend on the thread count.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from .config import JIT, PARALLEL_JIT, block_bounds
+from .config import INLINE_JIT, JIT, PARALLEL_JIT, block_bounds
 from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
@@ -120,20 +122,29 @@ def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
     M, d = Y.shape
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, M)
-        Dt = np.empty((d, hi - lo))
-        _centered_transpose(Y, lo, hi, mean, Dt)
-        acc = np.zeros(hi - lo)
-        row = np.empty(hi - lo)
-        for i in range(d):
-            row[:] = 0.0
-            for j in range(i, d):
-                u = upper[i, j]
-                for r in range(hi - lo):
-                    row[r] += u * Dt[j, r]
-            for r in range(hi - lo):
-                acc[r] += row[r] * row[r]
+        mahalanobis_rows(Y, mean, upper, lo, hi, np.empty((d, hi - lo)), np.empty(hi - lo),
+                         np.empty(hi - lo), out)
+
+
+@njit(**INLINE_JIT)
+def mahalanobis_rows(Y, mean, upper, lo, hi, Dt, acc, row, out):
+    """``mahalanobis_kernel`` on the rows ``[lo, hi)``; scratch ``Dt (d, hi − lo)``, ``acc`` and
+    ``row (hi − lo,)``."""
+    d = Y.shape[1]
+    _centered_transpose(Y, lo, hi, mean, Dt)
+    for r in range(hi - lo):
+        acc[r] = 0.0
+    for i in range(d):
         for r in range(hi - lo):
-            out[lo + r] = np.sqrt(acc[r])
+            row[r] = 0.0
+        for j in range(i, d):
+            u = upper[i, j]
+            for r in range(hi - lo):
+                row[r] += u * Dt[j, r]
+        for r in range(hi - lo):
+            acc[r] += row[r] * row[r]
+    for r in range(hi - lo):
+        out[lo + r] = math.sqrt(acc[r])
 
 
 def mahalanobis(Y, mean, upper):

@@ -445,3 +445,39 @@ def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
             flags[lo:hi] = flags_d.copy_to_host()
             bad += found
     return bad
+
+
+# --- Mahalanobis distances (the GPU twin of covariance.mahalanobis_kernel) -------------------------
+
+@functools.lru_cache(maxsize=None)
+def _mahalanobis_kernel(d):
+    from .covariance import mahalanobis_rows
+
+    def kernel(arrays):
+        Y, mean, upper, out = arrays
+        m = cuda.grid(1)
+        if m < Y.shape[0]:
+            mahalanobis_rows(Y, mean, upper, m, m + 1, cuda.local.array((d, 1), float64),
+                             cuda.local.array(1, float64), cuda.local.array(1, float64), out)
+    return cuda.jit(kernel)
+
+
+def mahalanobis(Y, mean, upper):
+    """``covariance.mahalanobis`` on the GPU: distances ``(M,)`` of ``Y (M, d)`` (NumPy, sent in
+    chunks of rows, or a GPU array: then the distances stay on the GPU)."""
+    M, d = Y.shape
+    kernel = _mahalanobis_kernel(d)
+    mean_d, upper_d = cuda.to_device(mean), cuda.to_device(upper)
+    if is_device_array(Y):
+        out = cuda.device_array(M)
+        if M:
+            kernel[blocks(M), THREADS](pack(as_device(Y, "Y"), mean_d, upper_d, out))
+        return like(Y, out)
+    out = np.empty(M)
+    step = chunk_points(8 * (d + 1))
+    for lo in range(0, M, step):
+        hi = min(M, lo + step)
+        part = cuda.device_array(hi - lo)
+        kernel[blocks(hi - lo), THREADS](pack(cuda.to_device(Y[lo:hi]), mean_d, upper_d, part))
+        part.copy_to_host(out[lo:hi])
+    return out

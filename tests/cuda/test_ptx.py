@@ -85,3 +85,11 @@ def test_fused_update_kernel_compiles_for_the_gpu(compile_ptx):
     arrays = types.Tuple([f3, f3, f3, i1, f3, i1, f2, f3, f3, f3, f2, f2, _array(np.uint8, 1)])
     ptx, _ = cuda.compile_ptx(gpu._fused_kernel(4, 8).py_func, (arrays, types.boolean, i1), cc=CC)
     assert ".entry" in ptx
+
+
+def test_mahalanobis_kernel_compiles_for_the_gpu(compile_ptx):
+    from numba import cuda, types
+    from anant_fast.kernels import gpu
+    f1, f2 = _array(np.float64, 1), _array(np.float64, 2)
+    ptx, _ = cuda.compile_ptx(gpu._mahalanobis_kernel(16).py_func, (types.Tuple([f2, f1, f2, f1]),), cc=CC)
+    assert ".entry" in ptx
