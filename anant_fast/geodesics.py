@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .kernels import geodesic as kg
+from .kernels.target import is_device_array, resolve as resolve_target
 from .kernels.validation import as_points, check_dim, check_positive
 from .plan import Plan
 
@@ -97,37 +98,39 @@ class GeodesicMethods:
         return A, B, single_a and single_b
 
     def exp(self, X, V, t=1.0, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
-            return_info=False):
+            return_info=False, target="cpu"):
         """End points ``γ(t)`` of the geodesics with ``γ(0) = X``, ``γ'(0) = V``: ``(M, d)``.
 
         ``X (M, d)`` start points (inside the chart), ``V (M, d)`` velocities. Integrates
         ``ẍ^k = −Γ^k_ij ẋ^i ẋ^j`` with Dormand–Prince 5(4) to ``rtol``/``atol``, or with ``steps`` fixed
-        RK4 steps. ``t`` may be any real number (``γ_V(t) = γ_{tV}(1)``).
+        RK4 steps. ``t`` may be any real number (``γ_V(t) = γ_{tV}(1)``). ``target``: ``"cpu"``,
+        ``"cuda"`` or ``"auto"`` (``kernels.target``); the GPU integrates with fixed RK4 ``steps`` only,
+        and takes NumPy or GPU ``X``, ``V`` (GPU points give GPU end points).
         """
         return self._plan_exp(X, V, t, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps,
-                              return_info=return_info).run()
+                              return_info=return_info, target=target).run()
 
     def _plan_exp(self, X, V, t=1.0, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
-                  return_info=False):
+                  return_info=False, target="cpu"):
         t = float(t)
         if not np.isfinite(t):
             raise ValueError(f"t must be finite, got {t!r}")
         return self._follow(kg.EXP, X, V, None, (1.0,), t, steps, rtol, atol, max_steps, return_info,
-                            "exp")
+                            "exp", target=target)
 
     def geodesic(self, X, V, n=50, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
-                 return_info=False):
+                 return_info=False, target="cpu"):
         """The geodesics from ``X`` with velocities ``V`` sampled at ``n`` equally spaced times from 0
         to 1: ``(M, n, d)``. With ``steps``, each of the ``n − 1`` intervals gets its share of the
-        RK4 steps (at least one)."""
+        RK4 steps (at least one). ``target``: as ``exp``."""
         return self._plan_geodesic(X, V, n, steps=steps, rtol=rtol, atol=atol, max_steps=max_steps,
-                                   return_info=return_info).run()
+                                   return_info=return_info, target=target).run()
 
     def _plan_geodesic(self, X, V, n=50, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
-                       return_info=False):
+                       return_info=False, target="cpu"):
         n = check_dim(n, "n", minimum=2)
         return self._follow(kg.EXP, X, V, None, np.linspace(0.0, 1.0, n), 1.0, steps, rtol, atol,
-                            max_steps, return_info, "geodesic", sampled=True)
+                            max_steps, return_info, "geodesic", sampled=True, target=target)
 
     def parallel_transport(self, X, V, W, *, steps=None, rtol=1e-10, atol=1e-12, max_steps=20_000,
                            return_info=False):
@@ -143,10 +146,24 @@ class GeodesicMethods:
                             return_info, "parallel_transport")
 
     def _follow(self, op, X, V, W, times, t, steps, rtol, atol, max_steps, return_info, what,
-                sampled=False):
+                sampled=False, target="cpu"):
         """The plan of ``kernels.geodesic.follow`` on validated pairs."""
         steps = 0 if steps is None else check_dim(steps, "steps")  # 0: adaptive
         options = _tolerances(rtol, atol, max_steps)
+        finish = partial(_finish_follow, what, return_info, sampled)
+        if resolve_target(target) == "cuda":
+            if steps == 0:
+                raise ValueError("target='cuda' integrates with fixed RK4 steps: pass steps= "
+                                 "(steps per unit time)")
+            options["target"] = "cuda"
+            if is_device_array(X):
+                if t != 1.0:
+                    raise ValueError("GPU velocities are not scaled by t: pass t=1.0 and scale V")
+                named = (("X", X), ("V", V)) + (() if W is None else (("W", W),))
+                X, V, W = self._device_rows(named) + [None] * (3 - len(named))
+                options.update(op=op, times=np.asarray(times, dtype=np.float64), steps=steps)
+                return Plan(kg.follow, self._params, (X, V, W), options, partial(finish, False),
+                            owner=self)
         X, V, single = self._pairs(X, V, ("X", "V"))
         if W is not None:
             X, W, single_w = self._pairs(X, W, ("X", "W"))
@@ -156,7 +173,7 @@ class GeodesicMethods:
         self._check_chart(X)
         options.update(op=op, times=np.asarray(times, dtype=np.float64), steps=steps)
         return Plan(kg.follow, self._params, (X, V * t if t != 1.0 else V, W), options,
-                    partial(_finish_follow, what, return_info, sampled, single), owner=self)
+                    partial(finish, single), owner=self)
 
     def log(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
             return_info=False):

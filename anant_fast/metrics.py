@@ -70,7 +70,7 @@ class MetricModel(GeodesicMethods):
         """The plan of a point-wise quantity at GPU points ``Q (M, dim)`` (and planes ``U``, ``V``),
         validated on the GPU; the result stays there."""
         named = (("Q", Q),) + (() if U is None else (("U", U), ("V", V)))
-        Q, U, V = self._device_rows(named) + [None] * (4 - len(named))
+        Q, U, V = self._device_rows(named) + [None] * (3 - len(named))
         return Plan(_evaluate, self._params, (Q, U, V), options,
                     partial(_unwrap, options["quantity"], False), owner=self)
 

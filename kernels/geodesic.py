@@ -332,6 +332,20 @@ def _follow_block(model, op, X, V, W, times, steps, rtol, atol, max_steps, lo, h
     """``EXP`` / ``TRANSPORT`` for the pairs ``lo..hi-1`` (see ``follow_kernel``)."""
     n = point_dim(model, X)
     g, dg, d2g, low, work, y, y_stage, K, x, v, w, b, c, _, _, _, A, B, _, _ = _carve(flat, n, 3)
+    follow_pairs(model, op, X, V, W, times, steps, rtol, atol, max_steps, lo, hi, out, status,
+                 counts, residual, (g, dg, d2g, low, work, y, y_stage, K, x, v, w, b, c, A, B))
+
+
+@njit(**INLINE_JIT)
+def follow_pairs(model, op, X, V, W, times, steps, rtol, atol, max_steps, lo, hi, out, status,
+                 counts, residual, scratch):
+    """``_follow_block`` on its ``scratch``: metric buffers ``g, dg, d2g, low, work``, states ``y``
+    and ``y_stage (3, n)``, stage derivatives ``K (7, 3, n)`` (rows an operation never writes must be
+    0), vectors ``x, v, w, b, c (n,)``, matrices ``A, B (n, n)``. Inlined: the CPU kernel keeps its
+    scratch shapes compile-time constants; the CUDA kernel passes local arrays. (A tuple: a call
+    with more than 30 arguments compiles to ``f(*args)``, which Numba cannot inline.)"""
+    g, dg, d2g, low, work, y, y_stage, K, x, v, w, b, c, A, B = scratch
+    n = g.shape[0]
     transport = op == TRANSPORT
     rhs = _WITH_TRANSPORT if transport else _GEODESIC
     controlled = 3 if transport else 2
@@ -652,12 +666,16 @@ def _blocks(M):
 
 
 def follow(model, X, V, W=None, op=EXP, times=(1.0,), steps=0, rtol=1e-10, atol=1e-12,
-           max_steps=20_000):
+           max_steps=20_000, target="cpu"):
     """Run ``follow_kernel`` on prepared float64 arrays ``X, V (M, n)`` (and ``W`` for ``TRANSPORT``).
 
     Returns ``(out, status, counts, residual)``, ``out`` of shape ``(M, len(times), n)`` for ``EXP``
-    and ``(M, 1, n)`` for ``TRANSPORT``.
+    and ``(M, 1, n)`` for ``TRANSPORT``. ``target="cuda"`` (resolved; ``steps > 0`` only) runs
+    ``kernels.gpu.follow``.
     """
+    if target == "cuda":
+        from . import gpu
+        return gpu.follow(model, X, V, W, op, times, steps)
     M, n = X.shape
     times = np.ascontiguousarray(times, dtype=np.float64)
     out = np.empty((M, len(times) if op == EXP else 1, n))

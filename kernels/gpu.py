@@ -26,6 +26,7 @@ from . import batch
 from . import metric as km
 from .connection import christoffel_point
 from .curvature import ricci_point, scalar_point, sectional_point
+from .geodesic import EXP
 from .linalg import spd_inverse
 from .target import cuda_module, is_device_array, simulated
 
@@ -481,3 +482,76 @@ def mahalanobis(Y, mean, upper):
         kernel[blocks(hi - lo), THREADS](pack(cuda.to_device(Y[lo:hi]), mean_d, upper_d, part))
         part.copy_to_host(out[lo:hi])
     return out
+
+
+# --- geodesics: fixed-step RK4 (the GPU twin of geodesic.follow_kernel) -------------------------
+
+@functools.lru_cache(maxsize=None)
+def _follow_kernel(n):
+    from .geodesic import follow_pairs
+    size = km.workspace_size(n)
+
+    def kernel(model, arrays, op, steps, rtol, atol, max_steps):
+        X, V, W, times, out, status, counts, residual = arrays
+        m = cuda.grid(1)
+        if m >= X.shape[0]:
+            return
+        g = cuda.local.array((n, n), float64)
+        low = cuda.local.array((n, n), float64)
+        A = cuda.local.array((n, n), float64)
+        B = cuda.local.array((n, n), float64)
+        dg = cuda.local.array((n, n, n), float64)
+        d2g = cuda.local.array((n, n, n, n), float64)
+        y = cuda.local.array((3, n), float64)
+        y_stage = cuda.local.array((3, n), float64)
+        K = cuda.local.array((7, 3, n), float64)
+        for r in range(3):
+            for k in range(n):
+                y_stage[r, k] = 0.0
+                for s in range(7):
+                    K[s, r, k] = 0.0
+        x = cuda.local.array(n, float64)
+        v = cuda.local.array(n, float64)
+        w = cuda.local.array(n, float64)
+        b = cuda.local.array(n, float64)
+        c = cuda.local.array(n, float64)
+        work = km.workspace_views(cuda.local.array(size, float64), n)
+        follow_pairs(model, op, X, V, W, times, steps, rtol, atol, max_steps, m, m + 1, out, status,
+                     counts, residual, (g, dg, d2g, low, work, y, y_stage, K, x, v, w, b, c, A, B))
+    return cuda.jit(kernel)
+
+
+def follow(record, X, V, W, op, times, steps):
+    """``geodesic.follow`` on the GPU with ``steps > 0`` fixed RK4 steps per unit time, on NumPy
+    pairs (sent in chunks) or GPU pairs. Returns ``(out, status, counts, residual)``: ``out`` the kind
+    of ``X``, the per-pair reports always NumPy (the caller warns about failed pairs)."""
+    M, n = X.shape
+    T = len(times)
+    kernel = _follow_kernel(n)
+    model = device_record(record)
+    times_d = cuda.to_device(np.ascontiguousarray(times, np.float64))
+    reports = (np.empty(M, np.int64), np.zeros(M, np.int64), np.zeros(M))
+
+    def launch(Xd, Vd, Wd, out_d, lo, hi):
+        rep = [cuda.to_device(r[lo:hi]) for r in reports]
+        kernel[blocks(hi - lo), THREADS](model, pack(Xd, Vd, Wd, times_d, out_d, *rep), op,
+                                         int(steps), 1e-10, 1e-12, 1)
+        for r, d in zip(reports, rep):
+            d.copy_to_host(r[lo:hi])
+
+    width = T if op == EXP else 1
+    if is_device_array(X):
+        out = cuda.device_array((M, width, n))
+        if M:
+            Wd = as_device(W, "W") if W is not None else cuda.device_array((0, n))
+            launch(as_device(X, "X"), as_device(V, "V"), Wd, out, 0, M)
+        return (like(X, out), *reports)
+    out = np.empty((M, width, n))
+    step = chunk_points(8 * (3 * n + width * n + 3))
+    for lo in range(0, M, step):
+        hi = min(M, lo + step)
+        Wd = cuda.to_device(W[lo:hi]) if W is not None else cuda.device_array((0, n))
+        part = cuda.device_array((hi - lo, width, n))
+        launch(cuda.to_device(X[lo:hi]), cuda.to_device(V[lo:hi]), Wd, part, lo, hi)
+        part.copy_to_host(out[lo:hi])
+    return (out, *reports)

@@ -93,3 +93,19 @@ def test_mahalanobis_kernel_compiles_for_the_gpu(compile_ptx):
     f1, f2 = _array(np.float64, 1), _array(np.float64, 2)
     ptx, _ = cuda.compile_ptx(gpu._mahalanobis_kernel(16).py_func, (types.Tuple([f2, f1, f2, f1]),), cc=CC)
     assert ".entry" in ptx
+
+
+@pytest.mark.parametrize("model", [metrics.Sphere(2),
+                                   metrics.LocalDiagonal(np.random.default_rng(1).normal(size=(50, 2)), 1.0)],
+                         ids=repr)
+def test_geodesic_kernel_compiles_for_the_gpu(model, compile_ptx):
+    from numba import cuda, types, typeof
+    from anant_fast.kernels import gpu
+    f1, f2, f3, i1 = (_array(np.float64, 1), _array(np.float64, 2), _array(np.float64, 3),
+                      _array(np.int64, 1))
+    record = types.NamedTuple([types.Array(typeof(f).dtype, f.ndim, "C") if isinstance(f, np.ndarray)
+                               else typeof(f) for f in model._params], type(model._params))
+    arrays = types.Tuple([f2, f2, f2, f1, f3, i1, i1, f1])
+    ptx, _ = cuda.compile_ptx(gpu._follow_kernel(2).py_func, (record, arrays, types.int64, types.int64,
+                              types.float64, types.float64, types.int64), cc=CC)
+    assert ".entry" in ptx
