@@ -173,7 +173,7 @@ class GeodesicMethods:
         self._check_chart(X)
         options.update(op=op, times=np.asarray(times, dtype=np.float64), steps=steps)
         return Plan(kg.follow, self._params, (X, V * t if t != 1.0 else V, W), options,
-                    partial(finish, single), owner=self)
+                    partial(finish, single), owner=self, targets=("cpu", "cuda") if steps else ("cpu",))
 
     def log(self, X, Y, *, rtol=1e-10, atol=1e-12, tol=1e-10, max_iter=50, max_steps=20_000,
             return_info=False):

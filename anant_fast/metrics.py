@@ -64,7 +64,7 @@ class MetricModel(GeodesicMethods):
         if U is not None:
             U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
         return Plan(_evaluate, self._params, (Q, U, V), options, partial(_unwrap, quantity, single),
-                    owner=self)
+                    owner=self, targets=_ANYWHERE if quantity in batch.GPU_QUANTITIES else ("cpu",))
 
     def _device_plan(self, options, Q, U, V):
         """The plan of a point-wise quantity at GPU points ``Q (M, dim)`` (and planes ``U``, ``V``),
@@ -158,6 +158,9 @@ class MetricModel(GeodesicMethods):
         if self.dim != 2:
             raise ValueError(f"gaussian_curvature needs a 2-dimensional model, this one has dim={self.dim}")
         return 0.5 * self.scalar_curvature(Q, target=target)
+
+
+_ANYWHERE = ("cpu", "cuda")
 
 
 def _evaluate(params, Q, U, V, quantity, order, target="cpu"):
@@ -283,7 +286,7 @@ class Covariance(DataInterpolation, MetricModel):
                             partial(_unwrap, batch.SCALAR, False), owner=self)
         Y, single = as_points(Y, self.dim, "Y")
         return Plan(_mahalanobis, self._factor, (Y,), options,
-                    partial(_unwrap, batch.SCALAR, single), owner=self)
+                    partial(_unwrap, batch.SCALAR, single), owner=self, targets=_ANYWHERE)
 
     def outliers(self, Y=None, z=3.0, target="cpu"):
         """Indices of the rows of ``Y`` (default: the fitted data) whose Mahalanobis distance ``m`` has

@@ -6,7 +6,7 @@ point, warn about failed pairs). ``Plan`` holds them apart, so that the Ray laye
 step on contiguous ranges of the points in separate tasks, with the very same kernel call, and the
 first and last steps once on the driver (STUMPY's ``stump`` / ``stumped`` split).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 
@@ -21,7 +21,8 @@ class Plan:
     caller's result. ``owner`` is the object whose lifetime bounds ``shared`` (the model): the Ray
     layer keeps ``shared`` in its object store while ``owner`` lives. ``offset`` names a keyword of
     ``compute`` that receives the index of the first point of the rows it gets (0 in one process):
-    counter-based random draws keyed by the global point index.
+    counter-based random draws keyed by the global point index. ``targets``: where ``compute`` can
+    run; a plan for ``"cuda"`` has ``options["target"] == "cuda"`` (see ``on``).
     """
     compute: Callable
     shared: Any
@@ -32,6 +33,7 @@ class Plan:
     out_axes: tuple = None
     owner: Any = None
     offset: str = None
+    targets: tuple = ("cpu",)
 
     def __post_init__(self):
         if self.axes is not None and len(self.axes) != len(self.rows):
@@ -41,6 +43,16 @@ class Plan:
         """The result, computed in this process."""
         options = self.options if self.offset is None else dict(self.options, **{self.offset: 0})
         return self.finish(self.compute(self.shared, *self.rows, **options))
+
+    def on(self, target):
+        """The same plan for ``target`` (``"cpu"`` or ``"cuda"``), without checking that this process
+        could run it there (the Ray layer runs it on cluster nodes that can)."""
+        if target not in self.targets:
+            raise ValueError(f"this computation has no {target!r} kernel; CUDA runs christoffel, "
+                             "ricci, scalar/sectional curvature, mahalanobis, and exp/geodesic with "
+                             "fixed steps=")
+        options = {k: v for k, v in self.options.items() if k != "target"}
+        return replace(self, options=options if target == "cpu" else dict(options, target=target))
 
     def split_axes(self):
         """The split axis of every row (None: passed whole)."""

@@ -45,12 +45,14 @@ def _sharded(method, kind, what, doc, name=None):
     objects (named ``what`` in errors): ``obj.plan(method, ...)`` started as a Job."""
     name = name or method
 
-    def start(obj, *args, shards=None, cpus_per_task=1, **kwargs):
+    def start(obj, *args, shards=None, cpus_per_task=1, target="cpu", **kwargs):
         if not isinstance(obj, kind):
             raise TypeError(f"{what} must be an anant_fast.{kind.__name__}, got {type(obj).__name__}")
         shards = shard.check_shards(shards)
         cpus_per_task = shard.check_cpus(cpus_per_task)
         plan = obj.plan(method, *args, **kwargs)
+        ensure_connected()
+        plan = plan.on(shard.cluster_target(target, plan))
         return shard.start(plan, shards=shards, cpus_per_task=cpus_per_task, name=name)
     start.__name__ = start.__qualname__ = name
     start.__doc__ = doc
@@ -60,8 +62,10 @@ def _sharded(method, kind, what, doc, name=None):
 def _model_method(method):
     return _sharded(method, MetricModel, "model", doc=(
         f"``model.{method}(...)`` sharded over the points: same arguments, same result. ``shards``: "
-        "number of tasks (default one per CPU of the cluster); ``cpus_per_task``: CPUs (and Numba "
-        "threads) per task; ``progress``: progress bar."))
+        "number of tasks (default one per CPU of the cluster, or per GPU); ``cpus_per_task``: CPUs "
+        "(and Numba threads) per task; ``target``: ``\"cuda\"`` runs each task on one GPU of the "
+        "cluster (the methods with a CUDA kernel), ``\"auto\"`` when the cluster has GPUs; "
+        "``progress``: progress bar."))
 
 
 christoffel = _model_method("christoffel")

@@ -7,6 +7,7 @@ of the in-process method) and returns only its slice of the outputs. The plan's 
 """
 import asyncio
 import time
+import warnings
 import weakref
 
 import numba
@@ -14,6 +15,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from ..kernels.target import TARGETS, TargetFallbackWarning, caller_stacklevel
 from .cluster import ensure_connected
 
 MAX_RETRIES = 3
@@ -60,9 +62,36 @@ def check_cpus(cpus_per_task):
     return cpus_per_task
 
 
-def default_shards(cpus_per_task=1):
-    """As many shards as tasks of ``cpus_per_task`` CPUs fit in the cluster at once."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
+def default_shards(cpus_per_task=1, gpus_per_task=0):
+    """As many shards as tasks of ``cpus_per_task`` CPUs (and ``gpus_per_task`` GPUs) fit in the
+    cluster at once."""
+    resources = ray.cluster_resources()
+    fit = resources.get("CPU", 1) // cpus_per_task
+    if gpus_per_task:
+        fit = min(fit, resources.get("GPU", 0) // gpus_per_task)
+    return max(1, int(fit))
+
+
+def cluster_target(target, plan):
+    """Where the tasks of ``plan`` run, ``"cpu"`` or ``"cuda"`` (one GPU per task), judged by the
+    cluster's resources rather than this process's: ``"cuda"`` needs GPUs in the cluster and a plan
+    with a CUDA kernel; ``"auto"`` takes them when both are there and says so when not."""
+    if not isinstance(target, str) or target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}, got {target!r}")
+    if target == "cpu":
+        return "cpu"
+    if target == "cuda":
+        plan.on("cuda")  # a ValueError when the computation has no CUDA kernel
+    elif "cuda" not in plan.targets:
+        return "cpu"
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        return "cuda"
+    reason = "the Ray cluster has no GPUs (start its nodes with --num-gpus)"
+    if target == "cuda":
+        raise RuntimeError(f"target='cuda' cannot run: {reason}")
+    warnings.warn(f"target='auto' runs on the CPU: {reason}", TargetFallbackWarning,
+                  stacklevel=caller_stacklevel())
+    return "cpu"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,17 +169,18 @@ def _plan_shard(lo, hi, compute, shared, axes, options, offset, *rows):
 def start(plan, *, shards=None, cpus_per_task=1, name="job", shared=None, row_refs=None):
     """Start ``plan`` sharded: a ``Job``. ``shared`` overrides the plan's shared object (an
     ObjectRef from an earlier stage, say); ``row_refs`` gives object references already holding the
-    plan's rows (None entries are put here)."""
+    plan's rows (None entries are put here). A plan for ``"cuda"`` asks one GPU per task."""
     ensure_connected()
     n = plan.n_points
-    bounds = shard_bounds(n, shards or default_shards(cpus_per_task))
+    gpus = 1 if plan.options.get("target") == "cuda" else 0
+    bounds = shard_bounds(n, shards or default_shards(cpus_per_task, gpus))
     axes = plan.split_axes()
     row_refs = row_refs or (None,) * len(plan.rows)
     rows = [ref if ref is not None or row is None else ray.put(row)
             for row, ref in zip(plan.rows, row_refs)]
     shared = shared_ref(plan.shared, plan.owner) if shared is None else shared
     refs = launch(_plan_shard, bounds, plan.compute, shared, axes, plan.options, plan.offset, *rows,
-                  cpus_per_task=cpus_per_task)
+                  cpus_per_task=cpus_per_task, num_gpus=gpus)
     out_axes = plan.out_axes
     return Job(refs, bounds, lambda parts: plan.finish(_join(parts, out_axes)), name)
 

@@ -291,3 +291,24 @@ def test_a_covariance_overflow_is_the_same_error_sharded_and_in_process():
         metrics.Covariance(X)
     with pytest.raises(dist.ShardError, match="ValueError: X is too large in magnitude"):
         dist.mahalanobis_outliers(X)
+
+
+def test_cuda_target_needs_gpus_in_the_cluster(cloud):
+    X, model = cloud
+    with pytest.raises(RuntimeError, match="target='cuda' cannot run: the Ray cluster has no GPUs"):
+        dist.scalar_curvature(model, X[:5], target="cuda")
+    with pytest.raises(ValueError, match="no 'cuda' kernel"):
+        dist.riemann(model, X[:5], target="cuda")
+    with pytest.raises(ValueError, match="no 'cuda' kernel"):
+        dist.exp(metrics.Sphere(2), X[:5], X[:5], target="cuda")  # adaptive steps: CPU only
+    with pytest.raises(ValueError, match="target must be one of"):
+        dist.ricci(model, X[:5], target="gpu")
+
+
+def test_auto_target_falls_back_to_the_cpu_tasks(cloud):
+    from anant_fast.kernels.target import TargetFallbackWarning
+    X, model = cloud
+    with pytest.warns(TargetFallbackWarning, match="the Ray cluster has no GPUs") as caught:
+        out = dist.ricci(model, X[:30], target="auto", shards=3, progress=False)
+    assert caught[0].filename == __file__
+    assert same(out, model.ricci(X[:30]))

@@ -1,0 +1,42 @@
+"""target='cuda' on the shard API: each task asks Ray for one GPU and runs the CUDA kernels there.
+Ray is told this machine has two GPUs; under the simulator the tasks' CUDA kernels are simulated."""
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from anant_fast import metrics  # noqa: E402
+from anant_fast import distributed as dist  # noqa: E402
+from anant_fast.distributed import shard  # noqa: E402
+
+pytestmark = pytest.mark.cuda
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_with_gpus():
+    dist.connect(num_cpus=2, num_gpus=2, include_dashboard=False)
+    yield
+    dist.shutdown()
+
+
+def test_sharded_gpu_tasks_give_the_in_process_result(monkeypatch):
+    asked = []
+    launch = shard.launch
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["num_gpus"])
+        return launch(*args, **kwargs)
+    monkeypatch.setattr(shard, "launch", recording)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(100, 2))
+    model = metrics.LocalCovariance(X, 0.7)
+    Q = X[:24]
+    out = dist.scalar_curvature(model, Q, target="cuda", shards=3, progress=False)
+    np.testing.assert_allclose(out, model.scalar_curvature(Q), rtol=1e-12)
+    cov = metrics.Covariance(X)
+    np.testing.assert_allclose(dist.mahalanobis(cov, X, target="auto", progress=False),
+                               cov.mahalanobis(X), rtol=1e-12)
+    assert asked == [1, 1]
