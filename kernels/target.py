@@ -62,11 +62,12 @@ def resolve(target, name="target"):
         return "cuda"
     if target == "cuda":
         raise reason
-    if str(reason) not in _warned:
-        _warned.add(str(reason))
-        warnings.warn(f"{name}='auto' runs on the CPU: {reason}", TargetFallbackWarning,
+    why = str(reason).removeprefix("target='cuda' cannot run: ")
+    if why not in _warned:
+        _warned.add(why)
+        warnings.warn(f"{name}='auto' runs on the CPU: {why}", TargetFallbackWarning,
                       stacklevel=caller_stacklevel())
-    _log.info("%s='auto' runs on the CPU: %s", name, reason)
+    _log.info("%s='auto' runs on the CPU: %s", name, why)
     return "cpu"
 
 
