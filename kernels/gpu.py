@@ -93,6 +93,8 @@ def device_record(record):
     Under the simulator the record itself: its drivers hand host arrays to CPU-compiled code."""
     if simulated():
         return record
+    if isinstance(record, km.CustomParams):
+        return km.custom_record(record)  # no arrays to move
     key = id(record)
     hit = _RECORDS.get(key)
     if hit is not None and hit[0] is record:

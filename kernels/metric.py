@@ -560,22 +560,44 @@ _SECOND = np.array([-1.0, 16.0, 16.0, -1.0]) / 12.0          # f'' ≈ (Σ c f(x
 
 @_evaluator(CustomParams, inline="never")
 def _custom(model, x, order, g, dg, d2g, work):
+    _custom_stencil(model.g_fn, model.step, x, order, g, dg, d2g, work)
+
+
+def custom_record(record):
+    """The ``CustomParams`` record as a GPU takes it. A compiled function inside a kernel argument
+    can be called on the CPU but not on a GPU; there the function moves from the record into the
+    evaluator of a record type of its own (one per function), which calls it as a global."""
+    return _custom_record_type(record.g_fn)(record.step)
+
+
+@functools.lru_cache(maxsize=None)
+def _custom_record_type(g_fn):
+    record = NamedTuple("CustomFunctionParams", [("step", float)])
+
+    def evaluate(model, x, order, g, dg, d2g, work):
+        _custom_stencil(g_fn, model.step, x, order, g, dg, d2g, work)
+    _evaluator(record, inline="never")(evaluate)
+    return record
+
+
+@njit(**dict(INLINE_JIT, cache=False))  # its argument types include the user's function
+def _custom_stencil(g_fn, h, x, order, g, dg, d2g, work):
     n = x.shape[0]
-    h = model.step
     xs = work[0]
     gs = work[2]
-    model.g_fn(x, g)
+    g_fn(x, g)
     if order >= 1:
         dg[...] = 0.0
     if order >= 2:
         d2g[...] = 0.0
     if order < 1:
         return
-    xs[:] = x
+    for k in range(n):
+        xs[k] = x[k]
     for k in range(n):
         for a in range(4):
             xs[k] = x[k] + _STENCIL_OFFSETS[a] * h
-            model.g_fn(xs, gs)
+            g_fn(xs, gs)
             for i in range(n):
                 for j in range(n):
                     dg[k, i, j] += _FIRST[a] * gs[i, j] / h
@@ -585,7 +607,7 @@ def _custom(model, x, order, g, dg, d2g, work):
                 for l in range(k + 1, n):
                     for b in range(4):
                         xs[l] = x[l] + _STENCIL_OFFSETS[b] * h
-                        model.g_fn(xs, gs)
+                        g_fn(xs, gs)
                         c = _FIRST[a] * _FIRST[b] / (h * h)
                         for i in range(n):
                             for j in range(n):

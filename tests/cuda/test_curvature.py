@@ -2,6 +2,7 @@
 quantity, NumPy and device arrays, chunked launches, and bad input refused before any launch."""
 import numpy as np
 import pytest
+from numba import njit
 
 from anant_fast import metrics
 
@@ -126,3 +127,22 @@ def test_auto_runs_on_the_gpu_when_there_is_one():
     model = metrics.Sphere(2)
     Q = _points(model, None, m=4)
     _same(model.scalar_curvature(Q, target="auto"), np.full(4, 2.0))
+
+
+@njit
+def _saddle_metric(x, out):
+    """The graph of z = 0.3 (x² − y²): g = I + ∇z ∇zᵀ."""
+    a, b = 0.6 * x[0], -0.6 * x[1]
+    out[0, 0] = 1.0 + a * a
+    out[0, 1] = out[1, 0] = a * b
+    out[1, 1] = 1.0 + b * b
+
+
+def test_a_custom_metric_runs_on_the_gpu():
+    model = metrics.Custom(_saddle_metric, 2)
+    Q = rng.normal(size=(12, 2)) * 0.5
+    _same(model.gaussian_curvature(Q, target="cuda"), model.gaussian_curvature(Q))
+    # K = (z_xx z_yy − z_xy²) / (1 + |∇z|²)² with z_xx = 0.6, z_yy = −0.6
+    a, b = 0.6 * Q[:, 0], -0.6 * Q[:, 1]
+    np.testing.assert_allclose(model.gaussian_curvature(Q, target="cuda"),
+                               -0.36 / (1 + a * a + b * b) ** 2, rtol=1e-6)

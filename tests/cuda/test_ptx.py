@@ -3,9 +3,11 @@ compiler libraries are installed (``anant-fast[cuda]``), even on a machine witho
 simulator runs the kernels as Python and cannot catch what the CUDA compiler refuses."""
 import numpy as np
 import pytest
+from numba import njit
 
 from anant_fast import metrics
 from anant_fast.kernels import batch
+from anant_fast.kernels import metric as km
 from anant_fast.kernels.target import simulated
 
 CC = (8, 0)
@@ -49,15 +51,25 @@ def compile_ptx(monkeypatch):
     return compile
 
 
+@njit
+def _conformal(x, out):
+    out[0, 0] = out[1, 1] = 1.0 + x[0] * x[0]
+    out[0, 1] = out[1, 0] = 0.0
+
+
 @pytest.mark.parametrize("model", [metrics.Hyperbolic(3),
-                                   metrics.LocalCovariance(np.random.default_rng(0).normal(size=(50, 2)), 1.0)],
+                                   metrics.LocalCovariance(np.random.default_rng(0).normal(size=(50, 2)), 1.0),
+                                   metrics.Custom(_conformal, 2)],
                          ids=repr)
 def test_curvature_kernels_compile_for_the_gpu(model, compile_ptx):
     from anant_fast.kernels import gpu
+    record = model._params
+    if isinstance(record, km.CustomParams):  # the GPU takes it without the function (see custom_record)
+        record = km.custom_record(record)
     for quantity in (batch.SCALAR, batch.SECTIONAL):
         kernel = gpu._pointwise_kernel(quantity, model.dim)
-        assert ".entry" in compile_ptx(kernel, model._params, *[(np.float64, 2)] * 4)
-    assert ".entry" in compile_ptx(gpu._check_kernel(model.dim), model._params, (np.float64, 2),
+        assert ".entry" in compile_ptx(kernel, record, *[(np.float64, 2)] * 4)
+    assert ".entry" in compile_ptx(gpu._check_kernel(model.dim), record, (np.float64, 2),
                                    (np.int64, 1))
 
 
