@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 
 from .kernels import superposition as sp
+from .kernels.target import resolve as resolve_target
 from .kernels.validation import as_real_array, check_finite
 from .plan import Plan
 
@@ -434,14 +435,16 @@ class LayerStack:
         self._pairs = pairs
         self._strengths = np.concatenate([self._strengths, np.broadcast_to(st.ravel(), f.shape)])
 
-    def collapse(self, seed, entities=None, layers=None, step=0):
+    def collapse(self, seed, entities=None, layers=None, step=0, target="cpu"):
         """Measure ``entities`` in ``layers`` (all when None): each becomes the basis state of its
         Born-rule outcome, drawn from the counter-based generator keyed by ``(seed, entity position,
-        step, layer position)`` (the same outcome however the stack is split). Entangled seconds take
-        their first's outcome with the pair's strength. Returns the outcomes ``(layers, entities)``
-        (state indices; ``states[outcome]`` names them)."""
+        step, layer position)`` (the same outcome however the stack is split, and on either target).
+        Entangled seconds take their first's outcome with the pair's strength. Returns the outcomes
+        ``(layers, entities)`` (state indices; ``states[outcome]`` names them). ``target``: where the
+        draws run, ``"cpu"``, ``"cuda"`` or ``"auto"`` (``kernels.target``); the stack stays on the host."""
+        target = resolve_target(target)
         if entities is None:
-            return self._plan_collapse(seed, layers, step).run()
+            return self._plan_collapse(seed, layers, step, target).run()
         rows = self._rows(entities, unique=True)
         li, seed, step = self._draw_keys(seed, layers, step)
         # the firsts of the selected seconds join the draw (their outcomes are recomputed, not
@@ -453,7 +456,7 @@ class LayerStack:
         where[index] = np.arange(index.size)
         outcomes = sp.collapse_outcomes(self._psi[np.ix_(li, index)], seed, step, li, index=index,
                                         pairs=where[pairs], strengths=strengths, name="the stack",
-                                        labels=self._entities[index])
+                                        labels=self._entities[index], target=target)
         outcomes = outcomes[:, :rows.size]
         self._psi[np.ix_(li, rows)] = sp.basis(outcomes, self._states.size)
         return outcomes
@@ -472,12 +475,13 @@ class LayerStack:
             raise ValueError(f"LayerStack has no sharded method {method!r}; one of ['collapse', 'step']")
         return getattr(self, f"_plan_{method}")(*args, **kwargs)
 
-    def _plan_collapse(self, seed, layers=None, step=0):
+    def _plan_collapse(self, seed, layers=None, step=0, target="cpu"):
         li, seed, step = self._draw_keys(seed, layers, step)
         psi = self._psi if layers is None else self._psi[li]
-        return Plan(_collapse_rows, li, (psi, self._entities), {"seed": seed, "step": step},
+        plan = Plan(_collapse_rows, li, (psi, self._entities), {"seed": seed, "step": step},
                     partial(self._commit_collapse, self._psi, li, seed, step, layers is None),
-                    axes=(1, 0), out_axes=(1,), offset="offset")
+                    axes=(1, 0), out_axes=(1,), offset="offset", targets=("cpu", "cuda"))
+        return plan.on(resolve_target(target))
 
     def _check_unchanged(self, psi):
         if self._psi is not psi:
@@ -495,12 +499,14 @@ class LayerStack:
             self._psi[li] = sp.basis(outcomes, self._states.size)
         return outcomes
 
-    def step(self, U=None, observe=None, weights=None, out=None):
+    def step(self, U=None, observe=None, weights=None, out=None, target="cpu"):
         """One fused update of every entity, in a single pass over the stack: evolve layers by ``U``
         (as in ``evolve``; None: no evolution), observe ``observe`` (a context name or a likelihood
         for all layers; None: no observation), renormalise, and superpose the layers by ``weights``
         (the layer weights when None). Returns the superposition ``(N, S)`` and its entropy ``(N,)``,
-        written into ``out = (superposition, entropy)`` when given (reused across steps)."""
+        written into ``out = (superposition, entropy)`` when given (reused across steps).
+        ``target``: as ``collapse`` (the stack is sent to the GPU in chunks of entities)."""
+        target = resolve_target(target)
         Us, u_of, lik, lik_of, w = self._step_inputs(U, observe, weights)
         N, S = self.shape[1:]
         mixed, H = (None, None) if out is None else out
@@ -510,7 +516,7 @@ class LayerStack:
             self._spare = np.empty_like(self._psi)
         sp.fused_update(self._psi, U=Us, u_of=u_of, lik=lik, lik_of=lik_of, mix=w[None],
                         states=self._spare, mixed=mixed[None], entropy=H[None], name="the stack",
-                        what=_STEP_FAILED, labels=self._entities)
+                        what=_STEP_FAILED, labels=self._entities, target=target)
         self._psi, self._spare = self._spare, self._psi
         return mixed, H
 
@@ -525,7 +531,8 @@ class LayerStack:
         per_entity = lik is not None and lik.shape[1] > 1
         shared = (Us, u_of, None if per_entity else lik, lik_of, w)
         return Plan(_step_rows, shared, (self._psi, lik if per_entity else None, self._entities), {},
-                    partial(self._commit_step, self._psi), axes=(1, 1, 0), out_axes=(1, 0, 0))
+                    partial(self._commit_step, self._psi), axes=(1, 1, 0), out_axes=(1, 0, 0),
+                    targets=("cpu", "cuda"))
 
     def _commit_step(self, psi, outputs):
         self._check_unchanged(psi)
@@ -672,7 +679,7 @@ class LayerStack:
 _STEP_FAILED = "step: the observation or the superposition leaves zero probability"
 
 
-def _step_rows(shared, psi, lik, labels):
+def _step_rows(shared, psi, lik, labels, target="cpu"):
     """``Plan.compute`` of ``LayerStack.step`` on the entities of ``psi (L, n, S)`` (a strided slice
     of the stack is gathered contiguous first: the only input copy)."""
     Us, u_of, shared_lik, lik_of, w = shared
@@ -682,12 +689,12 @@ def _step_rows(shared, psi, lik, labels):
     H = np.empty((1, n))
     sp.fused_update(psi, U=Us, u_of=u_of, lik=shared_lik if lik is None else lik, lik_of=lik_of,
                     mix=w[None], states=states, mixed=mixed, entropy=H, name="the stack",
-                    what=_STEP_FAILED, labels=labels)
+                    what=_STEP_FAILED, labels=labels, target=target)
     return states, mixed[0], H[0]
 
 
-def _collapse_rows(streams, psi, labels, *, seed, step, offset):
+def _collapse_rows(streams, psi, labels, *, seed, step, offset, target="cpu"):
     """``Plan.compute`` of ``LayerStack.collapse``: Born-rule outcomes of the entities ``offset ...``
     (pairs are correlated afterwards, on all entities)."""
     return (sp.collapse_outcomes(psi, seed, step, streams, offset=offset, name="the stack",
-                                 labels=labels),)
+                                 labels=labels, target=target),)

@@ -7,7 +7,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from anant_fast import metrics  # noqa: E402
+from anant_fast import LayerStack, metrics  # noqa: E402
 from anant_fast import distributed as dist  # noqa: E402
 from anant_fast.distributed import shard  # noqa: E402
 
@@ -39,4 +39,10 @@ def test_sharded_gpu_tasks_give_the_in_process_result(monkeypatch):
     cov = metrics.Covariance(X)
     np.testing.assert_allclose(dist.mahalanobis(cov, X, target="auto", progress=False),
                                cov.mahalanobis(X), rtol=1e-12)
-    assert asked == [1, 1]
+    stack = LayerStack(30, 4, ["a", ("b", "logical", 1, 1.0, "a")])
+    stack.set_state(stack.entities, np.full((2, 30, 4), 0.5 + 0j))
+    expected = LayerStack(30, 4, ["a", ("b", "logical", 1, 1.0, "a")])
+    expected.set_state(expected.entities, np.full((2, 30, 4), 0.5 + 0j))
+    np.testing.assert_array_equal(dist.collapse(stack, 3, target="cuda", shards=2, progress=False),
+                                  expected.collapse(3))
+    assert asked == [1, 1, 1]

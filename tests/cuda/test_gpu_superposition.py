@@ -112,3 +112,28 @@ def test_update_errors_name_the_entities():
         sp.observe(PSI, lik, target="cuda")
     with pytest.raises(TypeError, match="psi is a GPU array: pass target='cuda'"):
         sp.normalize(_device(PSI))
+
+
+def _stack():
+    from anant_fast import LayerStack
+    stack = LayerStack([f"e{i}" for i in range(25)], 4, ["raw", ("logic", "logical", 1, 2.0, "raw"),
+                                                         ("meaning", "semantic", 1, 0.5, "raw")])
+    same = np.random.default_rng(5)  # the same stack every call
+    psi = same.normal(size=stack.shape) + 1j * same.normal(size=stack.shape)
+    stack.set_state(stack.entities, psi / np.linalg.norm(psi, axis=-1, keepdims=True))
+    stack.add_context("c", "user", same.uniform(0.1, 1.0, (25, 4)), layers=["logic"])
+    stack.entangle(["e1", "e4"], ["e2", "e9"], strength=0.8)
+    return stack
+
+
+def test_a_layer_stack_steps_and_collapses_on_the_gpu(tiny_chunks):
+    cpu, gpu = _stack(), _stack()
+    Us = np.stack([np.linalg.qr(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)))[0]
+                   for _ in range(3)])
+    for got, want in zip(gpu.step(U=Us, observe="c", target="cuda"), cpu.step(U=Us, observe="c")):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gpu.amplitudes(), cpu.amplitudes(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(gpu.collapse(7, entities=["e2", "e5"], target="cuda"),
+                                  cpu.collapse(7, entities=["e2", "e5"]))
+    np.testing.assert_array_equal(gpu.collapse(8, step=1, target="cuda"), cpu.collapse(8, step=1))
+    np.testing.assert_array_equal(gpu.amplitudes(), cpu.amplitudes())
