@@ -37,6 +37,20 @@ if not simulated():
 THREADS = 16 if simulated() else 128
 """Threads per block (the simulator runs each thread as a Python thread: keep its blocks small)."""
 
+MAX_GRID_Y = 65535
+"""CUDA's limit on the blocks along a grid's y axis."""
+
+MAX_DIM = 8
+"""Largest dimension of the geometry kernels on the GPU: a thread's scratch grows as d⁴ doubles
+(about 100 KiB at d = 8) in the little local memory a GPU thread has."""
+
+
+def check_dim(n):
+    """Refuse a dimension the GPU geometry kernels do not take (see ``MAX_DIM``)."""
+    if n > MAX_DIM:
+        raise ValueError(f"target='cuda' computes geometry up to dimension {MAX_DIM} (a GPU thread's "
+                         f"scratch grows as d^4), got {n}: use target='cpu'")
+
 CHUNK_POINTS = None
 """Upper bound on the points of one launch for NumPy inputs (None: sized to free device memory)."""
 
@@ -48,10 +62,13 @@ def chunk_points(bytes_per_point):
     the device's free memory."""
     if CHUNK_POINTS is not None:
         return max(1, int(CHUNK_POINTS))
-    if simulated():
-        return 1 << 20
-    free, _ = cuda.current_context().get_memory_info()
-    return max(1, int(free * _MEMORY_FRACTION) // bytes_per_point)
+    free = 0
+    if not simulated():
+        try:
+            free, _ = cuda.current_context().get_memory_info()
+        except NotImplementedError:  # an external memory manager that does not report it
+            pass
+    return max(1, int(free * _MEMORY_FRACTION) // max(1, bytes_per_point)) if free else 1 << 20
 
 
 def blocks(n):
@@ -166,6 +183,7 @@ def evaluate(record, Q, quantity, U=None, V=None):
     if quantity not in batch.GPU_QUANTITIES:
         raise ValueError(f"quantity {quantity} has no CUDA kernel")
     M, n = Q.shape
+    check_dim(n)
     rank = batch._TENSOR_RANK[quantity]
     width = n ** rank
     kernel = _pointwise_kernel(quantity, n)
@@ -285,10 +303,11 @@ def _launch_collapse(psi, streams, index, offset, seed, step, out):
     """Outcomes of device ``psi (G, n, S)`` into device ``out (G, n)``; the count of bad entities."""
     G, n, S = psi.shape
     bad = cuda.to_device(np.zeros(1, np.int64))
-    if n:
-        kernel = _collapse_kernel(S)
-        kernel[(blocks(n), G), THREADS](pack(_floats(psi), streams, index, out),
-                                        np.uint64(offset), np.uint64(seed), np.uint64(step), bad)
+    kernel = _collapse_kernel(S)
+    for g in range(0, G if n else 0, MAX_GRID_Y):  # layers along the grid's y axis, at most 65535
+        h = min(G, g + MAX_GRID_Y)
+        kernel[(blocks(n), h - g), THREADS](pack(_floats(psi[g:h]), streams[g:h], index, out[g:h]),
+                                            np.uint64(offset), np.uint64(seed), np.uint64(step), bad)
     return int(bad.copy_to_host()[0])
 
 
@@ -298,6 +317,8 @@ def collapse_outcomes(psi, seed, step, streams, index, offset, pairs, strengths,
     and ``pairs``/``strengths`` (or None) are host arrays. ``fail(out_on_host)`` raises for entities of
     zero or non-finite norm (negative outcomes). The draws are those of the CPU kernel, bit for bit."""
     G, n, S = psi.shape
+    if G == 0 or n == 0:
+        return out
     seed, step, offset = int(seed), int(step), int(offset)
     streams = cuda.to_device(np.ascontiguousarray(streams, np.int64))
     no_index = cuda.to_device(np.empty(0, np.int64))
@@ -404,9 +425,17 @@ def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
     """``superposition.fused_kernel`` on the GPU. ``psi (G, n, S)`` complex128 and the ``outputs``
     ``(states, mixed, probs, entropy, coherence)`` (entity axis 1; zero-size when unused) are all
     host or all device arrays; host ones are sent in chunks of entities. The small operands (``Ur``,
-    ``Ui``, ``u_of``, ``lik_of``, ``mix``) and ``lik`` are host arrays. Writes ``flags (n,)`` (host)
-    and returns the number of flagged entities."""
+    ``Ui``, ``u_of``, ``lik_of``, ``mix``) and ``lik`` are host arrays (``lik`` may be a GPU array
+    when ``psi`` is). Raises ``flags (n,)`` (host) to the entities' flags; returns non-zero when it
+    flagged any. Without mixing, the layers run one launch each: a
+    thread's scratch holds every layer it updates together, and GPU threads have little memory."""
     G, n, S = psi.shape
+    if G == 0 or n == 0:
+        return 0
+    if mix.shape[0] == 0 and G > 1:
+        return sum(fused_update(psi[g:g + 1], Ur, Ui, u_of[g:g + 1], lik, lik_of[g:g + 1], renorm,
+                                mix, [o[g:g + 1] if o.size else o for o in outputs], flags)
+                   for g in range(G))
     small = [cuda.to_device(np.ascontiguousarray(a)) for a in (Ur, Ui, u_of, lik_of, mix)]
     kernel = _fused_kernel(G, S)
     per_entity_lik = lik.shape[1] == n and n > 1
@@ -427,7 +456,7 @@ def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
         outs = [o if is_device_array(o) else cuda.to_device(o) for o in outputs]  # o: unused, empty
         bad = launch(psi, cuda.to_device(lik), outs, flags_d, n)
         if bad:
-            flags[:] = flags_d.copy_to_host()
+            np.maximum(flags, flags_d.copy_to_host(), out=flags)
         return bad
     bad = 0
     lik_all = None if per_entity_lik else cuda.to_device(lik)
@@ -445,7 +474,7 @@ def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
             if o.size:
                 o[:, lo:hi] = d.copy_to_host()
         if found:
-            flags[lo:hi] = flags_d.copy_to_host()
+            np.maximum(flags[lo:hi], flags_d.copy_to_host(), out=flags[lo:hi])
             bad += found
     return bad
 
@@ -528,6 +557,7 @@ def follow(record, X, V, W, op, times, steps):
     pairs (sent in chunks) or GPU pairs. Returns ``(out, status, counts, residual)``: ``out`` the kind
     of ``X``, the per-pair reports always NumPy (the caller warns about failed pairs)."""
     M, n = X.shape
+    check_dim(n)
     T = len(times)
     kernel = _follow_kernel(n)
     model = device_record(record)

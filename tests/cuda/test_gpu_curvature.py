@@ -146,3 +146,10 @@ def test_a_custom_metric_runs_on_the_gpu():
     a, b = 0.6 * Q[:, 0], -0.6 * Q[:, 1]
     np.testing.assert_allclose(model.gaussian_curvature(Q, target="cuda"),
                                -0.36 / (1 + a * a + b * b) ** 2, rtol=1e-6)
+
+
+def test_dimensions_above_the_gpu_limit_are_refused(no_launch):
+    from anant_fast.kernels import gpu
+    model = metrics.Euclidean(gpu.MAX_DIM + 1)
+    with pytest.raises(ValueError, match="up to dimension 8"):
+        model.scalar_curvature(np.zeros(gpu.MAX_DIM + 1), target="cuda")

@@ -137,3 +137,10 @@ def test_a_layer_stack_steps_and_collapses_on_the_gpu(tiny_chunks):
                                   cpu.collapse(7, entities=["e2", "e5"]))
     np.testing.assert_array_equal(gpu.collapse(8, step=1, target="cuda"), cpu.collapse(8, step=1))
     np.testing.assert_array_equal(gpu.amplitudes(), cpu.amplitudes())
+
+
+def test_empty_stacks_on_the_gpu():
+    empty = np.zeros((0, 3, 2), np.complex128)
+    assert sp.collapse(empty, 1, target="cuda").shape == (0, 3)
+    assert sp.normalize(empty, target="cuda").shape == (0, 3, 2)
+    assert sp.collapse(_device(empty), 1, target="cuda").shape == (0, 3)
