@@ -20,7 +20,7 @@ from .kernels import metric as km
 from .kernels.target import is_device_array, resolve as resolve_target
 from .kernels.covariance import mahalanobis, mahalanobis_factor, weighted_covariance, zscore_outliers
 from .kernels.grid import build_grid, cutoff_radius
-from .plan import Plan
+from .plan import Plan, require
 from .kernels.validation import (as_batch, as_plane, as_points, as_real_array, check_dim,
                                  check_finite, check_positive, check_spd)
 
@@ -52,27 +52,18 @@ class MetricModel(GeodesicMethods):
     def _pointwise(self, quantity, Q, U=None, V=None, order=2, target="cpu"):
         """The plan of a point-wise quantity (``kernels.batch``) at ``Q``. ``target``: ``"cpu"``,
         or for the quantities of ``batch.GPU_QUANTITIES`` ``"cuda"`` or ``"auto"`` (``kernels.target``)."""
-        options = {"quantity": quantity, "order": order}
-        if resolve_target(target) == "cuda":
-            if quantity not in batch.GPU_QUANTITIES:
-                raise ValueError("target='cuda' runs christoffel, ricci, scalar_curvature, "
-                                 "sectional_curvature and gaussian_curvature")
-            options["target"] = "cuda"
-            if is_device_array(Q):
-                return self._device_plan(options, Q, U, V)
-        Q, single = self._points(Q)
-        if U is not None:
-            U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
-        return Plan(_evaluate, self._params, (Q, U, V), options, partial(_unwrap, quantity, single),
-                    owner=self, targets=_ANYWHERE if quantity in batch.GPU_QUANTITIES else ("cpu",))
-
-    def _device_plan(self, options, Q, U, V):
-        """The plan of a point-wise quantity at GPU points ``Q (M, dim)`` (and planes ``U``, ``V``),
-        validated on the GPU; the result stays there."""
-        named = (("Q", Q),) + (() if U is None else (("U", U), ("V", V)))
-        Q, U, V = self._device_rows(named) + [None] * (3 - len(named))
-        return Plan(_evaluate, self._params, (Q, U, V), options,
-                    partial(_unwrap, options["quantity"], False), owner=self)
+        where = resolve_target(target)
+        targets = _ANYWHERE if quantity in batch.GPU_QUANTITIES else ("cpu",)
+        require(where, targets)  # before any validation pass on the GPU
+        if where == "cuda" and is_device_array(Q):
+            named = (("Q", Q),) + (() if U is None else (("U", U), ("V", V)))
+            (Q, U, V), single = self._device_rows(named) + [None] * (3 - len(named)), False
+        else:
+            Q, single = self._points(Q)
+            if U is not None:
+                U, V = as_plane(U, V, len(Q), self.dim, single, names=("U", "V"))
+        return Plan(_evaluate, self._params, (Q, U, V), {"quantity": quantity, "order": order},
+                    partial(_unwrap, quantity, single), owner=self, targets=targets).on(where)
 
     def _device_rows(self, named):
         """GPU arrays ``(name, a)``, each ``(M, dim)`` float64 with the same ``M``, validated on the
@@ -277,16 +268,13 @@ class Covariance(DataInterpolation, MetricModel):
         return self._plan_mahalanobis(Y, target).run()
 
     def _plan_mahalanobis(self, Y, target="cpu"):
-        options = {}
-        if resolve_target(target) == "cuda":
-            options["target"] = "cuda"
-            if is_device_array(Y):
-                (Y,) = self._device_rows((("Y", Y),))
-                return Plan(_mahalanobis, self._factor, (Y,), options,
-                            partial(_unwrap, batch.SCALAR, False), owner=self)
-        Y, single = as_points(Y, self.dim, "Y")
-        return Plan(_mahalanobis, self._factor, (Y,), options,
-                    partial(_unwrap, batch.SCALAR, single), owner=self, targets=_ANYWHERE)
+        where = resolve_target(target)
+        if where == "cuda" and is_device_array(Y):
+            (Y,), single = self._device_rows((("Y", Y),)), False
+        else:
+            Y, single = as_points(Y, self.dim, "Y")
+        return Plan(_mahalanobis, self._factor, (Y,), {}, partial(_unwrap, batch.SCALAR, single),
+                    owner=self, targets=_ANYWHERE).on(where)
 
     def outliers(self, Y=None, z=3.0, target="cpu"):
         """Indices of the rows of ``Y`` (default: the fitted data) whose Mahalanobis distance ``m`` has

@@ -47,10 +47,7 @@ class Plan:
     def on(self, target):
         """The same plan for ``target`` (``"cpu"`` or ``"cuda"``), without checking that this process
         could run it there (the Ray layer runs it on cluster nodes that can)."""
-        if target not in self.targets:
-            raise ValueError(f"this computation has no {target!r} kernel; CUDA runs christoffel, "
-                             "ricci, scalar/sectional curvature, mahalanobis, and exp/geodesic with "
-                             "fixed steps=")
+        require(target, self.targets)
         options = {k: v for k, v in self.options.items() if k != "target"}
         return replace(self, options=options if target == "cpu" else dict(options, target=target))
 
@@ -66,3 +63,11 @@ class Plan:
             if axis is not None:
                 return row.shape[axis]
         raise ValueError("a plan needs at least one split row")
+
+
+def require(target, targets):
+    """A ValueError unless ``target`` is one of ``targets`` (where a computation has kernels)."""
+    if target not in targets:
+        raise ValueError(f"this computation has no {target!r} kernel; CUDA runs christoffel, "
+                         "ricci, scalar/sectional curvature, mahalanobis, and exp/geodesic with "
+                         "fixed steps=")

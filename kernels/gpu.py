@@ -320,15 +320,15 @@ def collapse_outcomes(psi, seed, step, streams, index, offset, pairs, strengths,
     if G == 0 or n == 0:
         return out
     seed, step, offset = int(seed), int(step), int(offset)
-    streams = cuda.to_device(np.ascontiguousarray(streams, np.int64))
+    streams_d = cuda.to_device(np.ascontiguousarray(streams, np.int64))
     no_index = cuda.to_device(np.empty(0, np.int64))
     if is_device_array(psi):
         index_d = no_index if index is None else cuda.to_device(index)
-        if _launch_collapse(psi, streams, index_d, offset, seed, step, out):
+        if _launch_collapse(psi, streams_d, index_d, offset, seed, step, out):
             fail(out.copy_to_host())
         if pairs is not None and len(pairs):
             _correlate_kernel()[blocks(len(pairs)), THREADS](
-                pack(streams, index_d, cuda.to_device(pairs), cuda.to_device(strengths), out),
+                pack(streams_d, index_d, cuda.to_device(pairs), cuda.to_device(strengths), out),
                 np.uint64(offset), np.uint64(seed), np.uint64(step))
         return out
     from .superposition import correlate_outcomes
@@ -339,11 +339,11 @@ def collapse_outcomes(psi, seed, step, streams, index, offset, pairs, strengths,
         part = cuda.to_device(np.ascontiguousarray(psi[:, lo:hi]))
         part_out = cuda.device_array((G, hi - lo), np.int64)
         keys = (no_index, offset + lo) if index is None else (cuda.to_device(index[lo:hi]), offset)
-        bad += _launch_collapse(part, streams, keys[0], keys[1], seed, step, part_out)
+        bad += _launch_collapse(part, streams_d, keys[0], keys[1], seed, step, part_out)
         out[:, lo:hi] = part_out.copy_to_host()
     if bad:
         fail(out)
-    correlate_outcomes(out, seed, step, streams.copy_to_host(), index, offset, pairs, strengths)
+    correlate_outcomes(out, seed, step, streams, index, offset, pairs, strengths)
     return out
 
 
