@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import INLINE_JIT, JIT, PARALLEL_JIT, block_bounds
+from .config import FMA_JIT, INLINE_JIT, JIT, block_bounds
 from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
@@ -28,7 +28,7 @@ ROWS_PER_STEP = 4
 loaded and stored once per 4 rows, which more than halves the time of the pass."""
 
 
-@njit(**PARALLEL_JIT)
+@njit(**FMA_JIT)
 def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
     """Per block ``b = first + k`` (``k < len(weight)``) of the ``n_blocks`` row blocks of ``X``: total
     weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ`` into row ``k`` of the
@@ -115,7 +115,7 @@ def mahalanobis_factor(covariance, eps):
     return G, np.ascontiguousarray(np.linalg.cholesky(G).T)
 
 
-@njit(**PARALLEL_JIT)
+@njit(**FMA_JIT)
 def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
     """``out[m] = |upper (Y[m] − mean)|`` with ``upper = Lᵀ`` from the Cholesky factorisation of the
     metric ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``."""

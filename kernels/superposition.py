@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
+from .config import FMA_JIT, INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
 from .linalg import fma
 from .random import uniform_pair
 from .target import is_device_array, resolve as resolve_target
@@ -171,16 +171,18 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
     ``|x|²``, its Shannon entropy and the l1 coherence ``(Σ|x_a|)² − Σ|x_a|²``; flags ``fl``.
     ``P``, ``q``, ``l1``, ``M``, ``E``: scratch."""
     q[:nb] = 0.0
-    l1[:nb] = 0.0
     for a in range(S):
         for e in range(nb):
             p = X[2 * a, e] * X[2 * a, e] + X[2 * a + 1, e] * X[2 * a + 1, e]
             P[a, e] = p
             q[e] += p
-            l1[e] += math.sqrt(p)
     for e in range(nb):
         fl[e] = max(fl[e], _flag(q[e]))
     if coherence.shape[0] > 0:
+        l1[:nb] = 0.0
+        for a in range(S):
+            for e in range(nb):
+                l1[e] += math.sqrt(P[a, e])
         for e in range(nb):
             coherence[t, j0 + e] = l1[e] * l1[e] - q[e]
     if probs.shape[0] > 0:
@@ -191,7 +193,7 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
             entropy[t, j0 + e] = q[e]
 
 
-@njit(**PARALLEL_JIT)
+@njit(**FMA_JIT)
 def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
                  coherence, n_blocks, flags, counts):
     """One pass per entity ``j`` over the states ``psi[g, j]`` (``psi (G, n, 2S)``, interleaved):
