@@ -59,7 +59,7 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
                 a0, a1, a2, a3 = WD[0, i], WD[1, i], WD[2, i], WD[3, i]
                 S1[i] += a0 + a1 + a2 + a3
                 for j in range(d):
-                    S2[i, j] += a0 * D[0, j] + a1 * D[1, j] + a2 * D[2, j] + a3 * D[3, j]
+                    S2[i, j] = S2[i, j] + a0 * D[0, j] + a1 * D[1, j] + a2 * D[2, j] + a3 * D[3, j]
         weight[k] = W
         inv_w = 1.0 / W if W > 0.0 else 0.0
         for i in range(d):
@@ -156,8 +156,21 @@ def mahalanobis(Y, mean, upper):
 
 def zscore_outliers(m, z):
     """Indices where ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``); none
-    when every ``m`` is equal."""
-    std = m.std()
+    when every ``m`` is equal (or there is none). The same arithmetic as ``np.abs(m − m.mean()) > z * m.std()``, in one
+    pass instead of three NumPy temporaries."""
+    std = m.std() if m.size else 0.0
     if std == 0:
         return np.empty(0, dtype=np.int64)
-    return np.flatnonzero(np.abs(m - m.mean()) > z * std)
+    return _beyond(readonly(m), m.mean(), z * std)
+
+
+@njit(**JIT)
+def _beyond(values, centre, limit):
+    """Indices ``i``, in order, where ``|values[i] − centre| > limit``."""
+    out = np.empty(values.shape[0], np.int64)
+    k = 0
+    for i in range(values.shape[0]):
+        if abs(values[i] - centre) > limit:
+            out[k] = i
+            k += 1
+    return out[:k].copy()

@@ -1,6 +1,7 @@
 """Metrics estimated from data: against the untruncated NumPy reference, finite differences, limits."""
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import naive
 from anant_fast import metrics
@@ -107,6 +108,16 @@ def test_mahalanobis_and_outliers():
     assert set(planted) <= set(found)
     assert model.mahalanobis(X[5]) == pytest.approx(m[5], rel=1e-14)
     np.testing.assert_array_equal(model.outliers(X[:100], z=50.0), [])
+
+
+@given(st.lists(st.floats(-1e6, 1e6) | st.just(float("nan")), max_size=60),
+       st.floats(0.1, 4.0))
+def test_zscore_outliers_is_the_numpy_rule(values, z):
+    from anant_fast.kernels.covariance import zscore_outliers
+
+    m = np.array(values, dtype=float)
+    expected = np.flatnonzero(np.abs(m - m.mean()) > z * m.std()) if m.size and m.std() != 0 else []
+    np.testing.assert_array_equal(zscore_outliers(m, z), expected)
 
 
 def test_covariance_does_not_depend_on_thread_count():
