@@ -4,6 +4,11 @@ Imported by ``conftest.py`` and the bench modules (pytest puts ``benches/`` on `
 """
 import os
 
+import numpy as np
+from numba import njit, prange
+
+from anant_fast.kernels.config import block_bounds, block_count
+
 SMOKE = os.environ.get("ANANT_BENCH_SMOKE", "").strip().lower() not in ("", "0", "false", "no")
 """``ANANT_BENCH_SMOKE=1``: every size shrinks so each bench runs once in seconds (CI)."""
 
@@ -42,3 +47,22 @@ def record(benchmark, n, unit="points", **info):
     benchmark.extra_info.update(info)
     ROWS.append((benchmark.group, benchmark.name, t, benchmark.extra_info))
     return rate
+
+
+@njit(parallel=True, cache=True, fastmath={"reassoc"})  # reassoc: a vectorised (SIMD) sum
+def _sum_blocks(a, n_blocks):
+    total = 0.0
+    for b in prange(n_blocks):
+        lo, hi = block_bounds(b, n_blocks, a.shape[0])
+        s = 0.0
+        for i in range(lo, hi):
+            s += a[i]
+        total += s
+    return total
+
+
+def parallel_read(a):
+    """Sum of the float64 array ``a`` read once by every Numba thread (contiguous blocks): the
+    machine's read bandwidth, where NumPy's ``a.sum()`` uses one core."""
+    flat = a.reshape(-1)
+    return _sum_blocks(flat, block_count(flat.shape[0]))

@@ -2,15 +2,16 @@
 
 ``m = metrics.Covariance(X); m.outliers()`` on ``X (N, D)``; reference: ``np.cov``, ``np.linalg.inv``,
 einsum Mahalanobis (``naive.mahalanobis``) and the z-score rule (``naive.outliers``); floor:
-``X.sum()``, one read of ``X``. Goal: fused <= 30 ms at full size. The fused bench reports its
-median over the read's median (``ratio_fused_over_read``), measured in the same run.
+``parallel_read(X)``, one read of ``X`` by every thread (NumPy's ``X.sum()`` uses one core).
+Goal: fused <= 30 ms at full size. The fused bench reports its median over the read's median
+(``ratio_fused_over_read``), measured in the same run.
 """
 import functools
 
 import numpy as np
 
 import naive
-from _bench import REFERENCE, record, size
+from _bench import REFERENCE, parallel_read, record, size
 from anant_fast import metrics
 
 N = size(1_000_000, 20_000)
@@ -40,9 +41,10 @@ def fused_outliers(X):
 
 def test_memory_read(benchmark):
     X = data()
+    parallel_read(X[:8])  # compiled (or loaded) before timing
     benchmark.group = GROUP
-    benchmark(X.sum)
-    rate = record(benchmark, N, unit="rows", impl="X.sum()", bytes=X.nbytes)
+    benchmark(parallel_read, X)
+    rate = record(benchmark, N, unit="rows", impl="parallel_read(X)", bytes=X.nbytes)
     if rate:
         benchmark.extra_info["bytes_per_s"] = rate * X.nbytes / N
         REFERENCE["covariance-read"] = benchmark.stats.stats.median
