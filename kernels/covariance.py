@@ -156,8 +156,8 @@ def mahalanobis(Y, mean, upper):
 
 def zscore_outliers(m, z):
     """Indices where ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``); none
-    when every ``m`` is equal (or there is none). The same arithmetic as ``np.abs(m − m.mean()) > z * m.std()``, in one
-    pass instead of three NumPy temporaries."""
+    when every ``m`` is equal (or there is none). The arithmetic of ``np.abs(m − m.mean()) >
+    z * m.std()``, in one compiled pass instead of three NumPy temporaries."""
     std = m.std() if m.size else 0.0
     if std == 0:
         return np.empty(0, dtype=np.int64)
