@@ -444,7 +444,7 @@ class LayerStack:
         draws run, ``"cpu"``, ``"cuda"`` or ``"auto"`` (``kernels.target``); the stack stays on the host."""
         target = resolve_target(target)
         if entities is None:
-            return self._plan_collapse(seed, layers, step, target).run()
+            return self._plan_collapse(seed, layers, step).on(target).run()
         rows = self._rows(entities, unique=True)
         li, seed, step = self._draw_keys(seed, layers, step)
         # the firsts of the selected seconds join the draw (their outcomes are recomputed, not
@@ -475,13 +475,12 @@ class LayerStack:
             raise ValueError(f"LayerStack has no sharded method {method!r}; one of ['collapse', 'step']")
         return getattr(self, f"_plan_{method}")(*args, **kwargs)
 
-    def _plan_collapse(self, seed, layers=None, step=0, target="cpu"):
+    def _plan_collapse(self, seed, layers=None, step=0):
         li, seed, step = self._draw_keys(seed, layers, step)
         psi = self._psi if layers is None else self._psi[li]
-        plan = Plan(_collapse_rows, li, (psi, self._entities), {"seed": seed, "step": step},
+        return Plan(_collapse_rows, li, (psi, self._entities), {"seed": seed, "step": step},
                     partial(self._commit_collapse, self._psi, li, seed, step, layers is None),
                     axes=(1, 0), out_axes=(1,), offset="offset", targets=("cpu", "cuda"))
-        return plan.on(resolve_target(target))
 
     def _check_unchanged(self, psi):
         if self._psi is not psi:

@@ -35,28 +35,24 @@ CPU_SECONDS = 1.0
 """Fewer points for slow CPU kernels: a sample that takes about this long."""
 
 
-def timed(fn, repeat=3):
+def timed(fn, repeat=3, gpu=True):
     """Median seconds of ``fn()`` over ``repeat`` runs after a warm-up run (compilation), the GPU
-    synchronised; and the last result."""
+    synchronised after each when ``gpu``; and the last result."""
+    sync = cuda.synchronize if gpu else (lambda: None)
     result = fn()
-    cuda.synchronize()
+    sync()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         result = fn()
-        cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
 
 
-def cpu_timed(fn, repeat=3):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def cpu_seconds(fn):
+    """Median seconds of the CPU call ``fn()`` (see ``timed``)."""
+    return timed(fn, gpu=False)[0]
 
 
 def cpu_sample_size(fn, limit):
@@ -118,7 +114,7 @@ def curvature_rows(scale, rng):
             if isinstance(model, metrics.Sphere):
                 check(np.allclose(out, dim * (dim - 1), rtol=1e-9), f"{model!r} closed form")
             check(np.allclose(out[sample], ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max()), repr(model))
-            cpu = cpu_timed(lambda: model.scalar_curvature(Q[sample]))
+            cpu = cpu_seconds(lambda: model.scalar_curvature(Q[sample]))
             rows.append(dict(workload=f"scalar curvature {model!r}", n=M, gpu_points_per_s=M / seconds,
                              vs_cpu=(M / seconds) / (len(sample) / cpu)))
     return rows
@@ -134,7 +130,7 @@ def mahalanobis_rows(scale, rng, bandwidth):
     check(np.allclose(dist.copy_to_host()[sample], model.mahalanobis(Y[sample]), rtol=1e-12), "mahalanobis")
     outliers_s, found = timed(lambda: model.outliers(Yd, z=3.0, target="cuda"), repeat=1)
     check(np.array_equal(found, model.outliers(Y, z=3.0)), "outlier indices")
-    cpu = cpu_timed(lambda: model.mahalanobis(Y[sample]))
+    cpu = cpu_seconds(lambda: model.mahalanobis(Y[sample]))
     nbytes = 2 * Y.nbytes + 8 * N  # the validation pass on the device reads Y too
     return [dict(workload=f"Mahalanobis distances d={d}", n=N, gpu_points_per_s=N / seconds,
                  vs_cpu=(N / seconds) / (len(sample) / cpu), bandwidth=nbytes / seconds / bandwidth),
@@ -167,7 +163,7 @@ def superposition_rows(scale, rng, bandwidth):
     def cpu_step():
         sp.fused_update(host, U=U, u_of=u_of, lik=lik[:, :k], lik_of=lik_of, mix=w, states=ref_states,
                         mixed=ref_mixed, entropy=ref_entropy)
-    cpu = cpu_timed(cpu_step)
+    cpu = cpu_seconds(cpu_step)
     check(np.allclose(states.copy_to_host()[:, :k], ref_states, rtol=1e-12, atol=1e-13), "step states")
     check(np.allclose(entropy.copy_to_host()[:, :k], ref_entropy, rtol=1e-12, atol=1e-13), "step entropy")
     nbytes = 16 * S * N * (2 * L + 1) + 8 * S * N + 8 * N
@@ -182,13 +178,11 @@ def collapse_rows(scale, rng, bandwidth):
     seconds, _ = timed(lambda: sp.collapse(psi, seed=5, step=1, out=out, target="cuda"))
     outcomes = out.copy_to_host()
     k = min(N, CPU_SAMPLE)
-    cpu = 0.0
     for start in (0, N // 2, N - k):  # the outcome of entity j is keyed by its global index
         host = psi[start:start + k].copy_to_host()
-        begin = time.perf_counter()
         ref = sp.collapse(host, seed=5, step=1, offset=start)
-        cpu = time.perf_counter() - begin
         check(np.array_equal(outcomes[start:start + k], ref), f"collapse outcomes from entity {start}")
+    cpu = cpu_seconds(lambda: sp.collapse(host, seed=5, step=1))
     nbytes = 16 * S * N + 8 * N
     return [dict(workload=f"collapse S={S}", n=N, gpu_points_per_s=N / seconds,
                  vs_cpu=(N / seconds) / (k / cpu), bandwidth=nbytes / seconds / bandwidth)]

@@ -38,6 +38,9 @@ def simulated():
     return bool(config.ENABLE_CUDASIM)
 
 
+_CANNOT_RUN = "target='cuda' cannot run: "
+
+
 def cuda_unavailable():
     """Why CUDA kernels cannot run in this process (an ImportError or RuntimeError), or None."""
     try:
@@ -45,8 +48,8 @@ def cuda_unavailable():
     except ImportError as error:
         return error
     if not cuda.is_available():
-        return RuntimeError("target='cuda' cannot run: no CUDA device (numba.cuda found no usable "
-                            "NVIDIA GPU and driver; numba.cuda.detect() tells more)")
+        return RuntimeError(_CANNOT_RUN + "no CUDA device (numba.cuda found no usable NVIDIA GPU "
+                            "and driver; numba.cuda.detect() tells more)")
     return None
 
 
@@ -62,7 +65,7 @@ def resolve(target, name="target"):
         return "cuda"
     if target == "cuda":
         raise reason
-    why = str(reason).removeprefix("target='cuda' cannot run: ")
+    why = str(reason).removeprefix(_CANNOT_RUN)
     if why not in _warned:
         _warned.add(why)
         warnings.warn(f"{name}='auto' runs on the CPU: {why}", TargetFallbackWarning,
