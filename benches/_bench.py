@@ -4,7 +4,6 @@ Imported by ``conftest.py`` and the bench modules (pytest puts ``benches/`` on `
 """
 import os
 
-import numpy as np
 from numba import njit, prange
 
 from anant_fast.kernels.config import block_bounds, block_count

@@ -486,31 +486,31 @@ def _mahalanobis_kernel(d):
     from .covariance import mahalanobis_rows
 
     def kernel(arrays):
-        Y, mean, upper, out = arrays
+        Y, mean, lower, out = arrays
         m = cuda.grid(1)
         if m < Y.shape[0]:
-            mahalanobis_rows(Y, mean, upper, m, m + 1, cuda.local.array((d, 1), float64),
-                             cuda.local.array(1, float64), cuda.local.array(1, float64), out)
+            mahalanobis_rows(Y, mean, lower, m, m + 1, cuda.local.array((1, d), float64),
+                             cuda.local.array((1, d), float64), out)
     return cuda.jit(kernel)
 
 
-def mahalanobis(Y, mean, upper):
+def mahalanobis(Y, mean, lower):
     """``covariance.mahalanobis`` on the GPU: distances ``(M,)`` of ``Y (M, d)`` (NumPy, sent in
     chunks of rows, or a GPU array: then the distances stay on the GPU)."""
     M, d = Y.shape
     kernel = _mahalanobis_kernel(d)
-    mean_d, upper_d = cuda.to_device(mean), cuda.to_device(upper)
+    mean_d, lower_d = cuda.to_device(mean), cuda.to_device(lower)
     if is_device_array(Y):
         out = cuda.device_array(M)
         if M:
-            kernel[blocks(M), THREADS](pack(as_device(Y, "Y"), mean_d, upper_d, out))
+            kernel[blocks(M), THREADS](pack(as_device(Y, "Y"), mean_d, lower_d, out))
         return like(Y, out)
     out = np.empty(M)
     step = chunk_points(8 * (d + 1))
     for lo in range(0, M, step):
         hi = min(M, lo + step)
         part = cuda.device_array(hi - lo)
-        kernel[blocks(hi - lo), THREADS](pack(cuda.to_device(Y[lo:hi]), mean_d, upper_d, part))
+        kernel[blocks(hi - lo), THREADS](pack(cuda.to_device(Y[lo:hi]), mean_d, lower_d, part))
         part.copy_to_host(out[lo:hi])
     return out
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .config import INLINE_JIT, JIT
 
@@ -27,6 +27,27 @@ def fma(typingctx, a, b, c):
             return builder.call(fn, [context.cast(builder, v, t, types.float64)
                                      for v, t in zip(args, signature.args)])
         return types.float64(a, b, c), codegen
+
+
+def matmul_into(A, B, out):
+    """``out = A @ B`` for 2-d float64 arrays (``out`` C-contiguous, not overlapping ``A`` or ``B``).
+
+    In CPU kernels this is BLAS (``np.dot``); in device code, where one GPU thread multiplies a
+    single row, these loops (the CUDA simulator runs them as Python)."""
+    for r in range(A.shape[0]):
+        for k in range(B.shape[1]):
+            s = 0.0
+            for j in range(A.shape[1]):
+                s += A[r, j] * B[j, k]
+            out[r, k] = s
+
+
+def _blas_matmul_into(A, B, out):
+    np.dot(A, B, out)
+
+
+overload(matmul_into, target="generic", jit_options={"inline": "always"})(lambda A, B, out: matmul_into)
+overload(matmul_into, target="cpu")(lambda A, B, out: _blas_matmul_into)
 
 
 @njit(**INLINE_JIT)
