@@ -10,22 +10,10 @@ import numpy as np
 from numba import njit, prange
 
 from .config import FMA_JIT, INLINE_JIT, JIT, block_bounds
-from .linalg import matmul_into
+from .linalg import blas_rows, matmul_into
 from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
-
-
-BLAS_THREADING_WORK = 1 << 18
-"""OpenBLAS runs a product ``(m, k) @ (k, n)`` on the calling thread while ``m·n·k`` is at most this;
-above it, it starts threads of its own, which inside the kernels' parallel loops oversubscribe the
-cores (measured: 2x slower). Products over rows are therefore taken in sub-blocks (``product_rows``)."""
-
-
-@njit(**JIT)
-def product_rows(d):
-    """Rows per BLAS product with a ``(d, d)`` matrix that keep BLAS on the calling thread."""
-    return max(1, min(ROWS_PER_BLOCK, BLAS_THREADING_WORK // (d * d)))
 
 
 @njit(**INLINE_JIT)
@@ -45,7 +33,7 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
     sub-blocks of rows, summed in order. ``w`` of length 0: unit weights."""
     N, d = X.shape
     unweighted = w.shape[0] == 0
-    step = product_rows(d)
+    step = blas_rows(d * d, ROWS_PER_BLOCK)
     for k in prange(weight.shape[0]):
         lo, hi = block_bounds(first + k, n_blocks, N)
         shift = X[lo]
@@ -131,7 +119,7 @@ def mahalanobis_kernel(Y, mean, lower, n_blocks, out):
     """``out[m] = |(Y[m] − mean) L|`` with ``L`` = ``lower``, the Cholesky factor of the metric
     ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``."""
     M, d = Y.shape
-    step = product_rows(d)
+    step = blas_rows(d * d, ROWS_PER_BLOCK)
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, M)
         D, P = np.empty((step, d)), np.empty((step, d))
