@@ -254,8 +254,8 @@ class Covariance(DataInterpolation, MetricModel):
         except ValueError:
             check_finite(X, "X")  # NaN or inf in X: say where
             raise
-        self.G, lower = mahalanobis_factor(self.covariance, self.eps)
-        self._factor = (self.mean, lower)
+        self.G, self._upper = mahalanobis_factor(self.covariance, self.eps)
+        self._factor = (self.mean, self._upper)
         self._X = X
         self._params = km.ConstantParams(self.G)
 
@@ -292,7 +292,7 @@ class Covariance(DataInterpolation, MetricModel):
 
 
 def _mahalanobis(factor, Y, target="cpu"):
-    """``Plan.compute`` of ``Covariance.mahalanobis``; ``factor = (mean, lower)``."""
+    """``Plan.compute`` of ``Covariance.mahalanobis``; ``factor = (mean, upper)``."""
     if target == "cuda":
         from .kernels import gpu
         return (gpu.mahalanobis(Y, *factor),)

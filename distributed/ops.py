@@ -98,7 +98,7 @@ def _moments(first, last, X):
 
 
 def _factor(eps, *moments):
-    """Task: the blocks' moments merged in block order, and the Mahalanobis factor ``(mean, lower)``."""
+    """Task: the blocks' moments merged in block order, and the Mahalanobis factor ``(mean, upper)``."""
     weight, means, comoments = (np.concatenate(part) for part in zip(*moments))
     mean, covariance = kc.merge_moments(weight, means, comoments)
     return mean, kc.mahalanobis_factor(covariance, eps)[1]

@@ -1,8 +1,10 @@
 """Global covariance (the Mahalanobis metric): blocked weighted moments and Mahalanobis distances.
 
-Moments are computed per fixed-size block of rows and merged exactly (Chan et al.): the result does not
-depend on the thread count. The d x d work per row (co-moments, the factor product) is BLAS on
-cache-resident sub-blocks of rows, about twice as fast as the hand-written loops it replaced.
+Moments are computed per fixed-size block of rows and merged exactly (Chan et al.): the result does
+not depend on the thread count or on how the blocks are split into shards. Their d x d work per row
+is BLAS on cache-resident sub-blocks, about twice as fast as the loops it replaced. The distances
+stay hand-written loops: a BLAS product's rounding of a row depends on the rows it is batched with,
+and a row's distance must not depend on the batch it is in.
 """
 import math
 
@@ -10,18 +12,19 @@ import numpy as np
 from numba import njit, prange
 
 from .config import FMA_JIT, INLINE_JIT, JIT, block_bounds
-from .linalg import blas_rows, matmul_into
+from .linalg import blas_rows
 from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
 
 
-@njit(**INLINE_JIT)
-def centre_rows(X, lo, hi, centre, D):
-    """``D[r, i] = X[lo + r, i] − centre[i]`` for the rows ``[lo, hi)``."""
+@njit(**JIT)
+def _centered_transpose(X, lo, hi, mu, Dt):
+    """``Dt[i, r] = X[lo + r, i] − mu[i]``: a block of rows, centred and transposed so that the
+    per-block products below run over contiguous rows (SIMD)."""
     for r in range(hi - lo):
         for i in range(X.shape[1]):
-            D[r, i] = X[lo + r, i] - centre[i]
+            Dt[i, r] = X[lo + r, i] - mu[i]
 
 
 @njit(**FMA_JIT)
@@ -29,8 +32,9 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
     """Per block ``b = first + k`` (``k < len(weight)``) of the ``n_blocks`` row blocks of ``X``: total
     weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ`` into row ``k`` of the
     outputs, from sums shifted by the block's first row (the shift keeps the cancellation in
-    ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``S2 = (w·D)ᵀ D`` is a BLAS product over
-    sub-blocks of rows, summed in order. ``w`` of length 0: unit weights."""
+    ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``S1 = wᵀD`` and ``S2 = (w·D)ᵀD`` are BLAS
+    products over sub-blocks of the block's shifted rows ``D``, summed in order: the blocks are fixed
+    by ``n_blocks``, so every split of the work gives the same bits. ``w`` of length 0: unit weights."""
     N, d = X.shape
     unweighted = w.shape[0] == 0
     step = blas_rows(d * d, ROWS_PER_BLOCK)
@@ -48,7 +52,9 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
         W = 0.0
         for a in range(lo, hi, step):
             n = min(hi, a + step) - a
-            centre_rows(X, a, a + n, shift, D)
+            for r in range(n):
+                for i in range(d):
+                    D[r, i] = X[a + r, i] - shift[i]
             wa = ones[:n] if unweighted else w[a:a + n]
             if not unweighted:
                 for r in range(n):
@@ -108,43 +114,48 @@ def weighted_covariance(X, w):
 
 
 def mahalanobis_factor(covariance, eps):
-    """The metric ``G = (C + eps·I)⁻¹`` (symmetrised) and its Cholesky factor ``L`` (``G = L Lᵀ``)."""
+    """The metric ``G = (C + eps·I)⁻¹`` (symmetrised) and ``Lᵀ`` of its Cholesky factor ``G = L Lᵀ``."""
     G = np.linalg.inv(covariance + eps * np.eye(len(covariance)))
     G = 0.5 * (G + G.T)
-    return G, np.linalg.cholesky(G)
+    return G, np.ascontiguousarray(np.linalg.cholesky(G).T)
 
 
 @njit(**FMA_JIT)
-def mahalanobis_kernel(Y, mean, lower, n_blocks, out):
-    """``out[m] = |(Y[m] − mean) L|`` with ``L`` = ``lower``, the Cholesky factor of the metric
-    ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``."""
+def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
+    """``out[m] = |upper (Y[m] − mean)|`` with ``upper = Lᵀ`` from the Cholesky factorisation of the
+    metric ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``."""
     M, d = Y.shape
-    step = blas_rows(d * d, ROWS_PER_BLOCK)
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, M)
-        D, P = np.empty((step, d)), np.empty((step, d))
-        for a in range(lo, hi, step):
-            n = min(hi, a + step) - a
-            mahalanobis_rows(Y, mean, lower, a, a + n, D[:n], P[:n], out)
+        mahalanobis_rows(Y, mean, upper, lo, hi, np.empty((d, hi - lo)), np.empty(hi - lo),
+                         np.empty(hi - lo), out)
 
 
 @njit(**INLINE_JIT)
-def mahalanobis_rows(Y, mean, lower, lo, hi, D, P, out):
-    """``mahalanobis_kernel`` on the rows ``[lo, hi)``; scratch ``D`` and ``P`` ``(hi − lo, d)``.
-    The product ``P = D L`` is BLAS on the CPU and loops in device code (``linalg.matmul_into``)."""
-    centre_rows(Y, lo, hi, mean, D)
-    matmul_into(D, lower, P)
+def mahalanobis_rows(Y, mean, upper, lo, hi, Dt, acc, row, out):
+    """``mahalanobis_kernel`` on the rows ``[lo, hi)``; scratch ``Dt (d, hi − lo)``, ``acc`` and
+    ``row (hi − lo,)``."""
+    d = Y.shape[1]
+    _centered_transpose(Y, lo, hi, mean, Dt)
     for r in range(hi - lo):
-        s = 0.0
-        for i in range(Y.shape[1]):
-            s += P[r, i] * P[r, i]
-        out[lo + r] = math.sqrt(s)
+        acc[r] = 0.0
+    for i in range(d):
+        for r in range(hi - lo):
+            row[r] = 0.0
+        for j in range(i, d):
+            u = upper[i, j]
+            for r in range(hi - lo):
+                row[r] += u * Dt[j, r]
+        for r in range(hi - lo):
+            acc[r] += row[r] * row[r]
+    for r in range(hi - lo):
+        out[lo + r] = math.sqrt(acc[r])
 
 
-def mahalanobis(Y, mean, lower):
+def mahalanobis(Y, mean, upper):
     """Mahalanobis distances ``(M,)`` of prepared ``Y (M, d)`` (see ``mahalanobis_kernel``)."""
     out = np.empty(len(Y))
-    mahalanobis_kernel(readonly(Y), readonly(mean), readonly(lower), moment_blocks(len(Y)), out)
+    mahalanobis_kernel(readonly(Y), readonly(mean), readonly(upper), moment_blocks(len(Y)), out)
     return out
 
 

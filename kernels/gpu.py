@@ -393,33 +393,39 @@ def _span(d):
 
 @functools.lru_cache(maxsize=None)
 def _fused_kernel(G, S):
-    from .superposition import fused_chunk
-    S2 = 2 * S  # local array sizes must be constants of the closure
+    from .superposition import fused_chunk, padded
+    S2, Sp2 = 2 * S, 2 * padded(S)  # local array sizes must be constants of the closure
 
     def kernel(arrays, renorm, bad):
-        psi, Ut, u_of, lik, lik_of, mix, states, mixed, probs, entropy, coherence, flags = arrays
+        psi, Ur, Ui, u_of, lik, lik_of, mix, states, mixed, probs, entropy, coherence, flags = arrays
         j = cuda.grid(1)
         if j >= psi.shape[1]:
             return
-        X = cuda.local.array((G, 1, S2), float64)
-        Y = cuda.local.array((1, S2), float64)
-        W = cuda.local.array((1, S2), float64)
-        P = cuda.local.array((1, S), float64)
-        M = cuda.local.array((1, S), float64)
-        E = cuda.local.array((1, S), float64)
-        h = cuda.local.array(1, float64)
+        X = cuda.local.array((G, Sp2, 1), float64)
+        T = cuda.local.array((Sp2, 1), float64)
+        for c in range(Sp2):
+            T[c, 0] = 0.0
+            for g in range(G):
+                X[g, c, 0] = 0.0
+        Y = cuda.local.array((S2, 1), float64)
+        W = cuda.local.array((S, 1), float64)
+        P = cuda.local.array((S, 1), float64)
+        M = cuda.local.array((S, 1), float64)
+        E = cuda.local.array((S, 1), float64)
+        q = cuda.local.array(1, float64)
+        l1 = cuda.local.array(1, float64)
         fl = cuda.local.array(1, np.int64)
-        if fused_chunk(psi, Ut, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                       coherence, flags, j, 1, X, Y, W, P, M, E, h, fl):
+        if fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
+                       coherence, flags, j, 1, X, T, Y, W, P, M, E, q, l1, fl):
             cuda.atomic.add(bad, 0, 1)
     return cuda.jit(kernel)
 
 
-def fused_update(psi, Ut, u_of, lik, lik_of, renorm, mix, outputs, flags):
+def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
     """``superposition.fused_kernel`` on the GPU. ``psi (G, n, S)`` complex128 and the ``outputs``
     ``(states, mixed, probs, entropy, coherence)`` (entity axis 1; zero-size when unused) are all
-    host or all device arrays; host ones are sent in chunks of entities. The small operands (``Ut``,
-    ``u_of``, ``lik_of``, ``mix``) and ``lik`` are host arrays (``lik`` may be a GPU array
+    host or all device arrays; host ones are sent in chunks of entities. The small operands (``Ur``,
+    ``Ui``, ``u_of``, ``lik_of``, ``mix``) and ``lik`` are host arrays (``lik`` may be a GPU array
     when ``psi`` is). Raises ``flags (n,)`` (host) to the entities' flags; returns non-zero when it
     flagged any. Without mixing, the layers run one launch each: a
     thread's scratch holds every layer it updates together, and GPU threads have little memory."""
@@ -427,10 +433,10 @@ def fused_update(psi, Ut, u_of, lik, lik_of, renorm, mix, outputs, flags):
     if G == 0 or n == 0:
         return 0
     if mix.shape[0] == 0 and G > 1:
-        return sum(fused_update(psi[g:g + 1], Ut, u_of[g:g + 1], lik, lik_of[g:g + 1], renorm,
+        return sum(fused_update(psi[g:g + 1], Ur, Ui, u_of[g:g + 1], lik, lik_of[g:g + 1], renorm,
                                 mix, [o[g:g + 1] if o.size else o for o in outputs], flags)
                    for g in range(G))
-    small = [cuda.to_device(np.ascontiguousarray(a)) for a in (Ut, u_of, lik_of, mix)]
+    small = [cuda.to_device(np.ascontiguousarray(a)) for a in (Ur, Ui, u_of, lik_of, mix)]
     kernel = _fused_kernel(G, S)
     per_entity_lik = lik.shape[1] == n and n > 1
     complex_out = (True, True, False, False, False)
@@ -439,9 +445,9 @@ def fused_update(psi, Ut, u_of, lik, lik_of, renorm, mix, outputs, flags):
         bad = cuda.to_device(np.zeros(1, np.int64))
         if count:
             outs = [_floats(o) if c and o.size else o for o, c in zip(outs, complex_out)]
-            Ut_d, u_of_d, lik_of_d, mix_d = small
+            Ur_d, Ui_d, u_of_d, lik_of_d, mix_d = small
             kernel[blocks(count), THREADS](
-                pack(_floats(psi_d), Ut_d, u_of_d, lik_d, lik_of_d, mix_d, *outs, flags_d),
+                pack(_floats(psi_d), Ur_d, Ui_d, u_of_d, lik_d, lik_of_d, mix_d, *outs, flags_d),
                 bool(renorm), bad)
         return int(bad.copy_to_host()[0])
 
@@ -480,31 +486,31 @@ def _mahalanobis_kernel(d):
     from .covariance import mahalanobis_rows
 
     def kernel(arrays):
-        Y, mean, lower, out = arrays
+        Y, mean, upper, out = arrays
         m = cuda.grid(1)
         if m < Y.shape[0]:
-            mahalanobis_rows(Y, mean, lower, m, m + 1, cuda.local.array((1, d), float64),
-                             cuda.local.array((1, d), float64), out)
+            mahalanobis_rows(Y, mean, upper, m, m + 1, cuda.local.array((d, 1), float64),
+                             cuda.local.array(1, float64), cuda.local.array(1, float64), out)
     return cuda.jit(kernel)
 
 
-def mahalanobis(Y, mean, lower):
+def mahalanobis(Y, mean, upper):
     """``covariance.mahalanobis`` on the GPU: distances ``(M,)`` of ``Y (M, d)`` (NumPy, sent in
     chunks of rows, or a GPU array: then the distances stay on the GPU)."""
     M, d = Y.shape
     kernel = _mahalanobis_kernel(d)
-    mean_d, lower_d = cuda.to_device(mean), cuda.to_device(lower)
+    mean_d, upper_d = cuda.to_device(mean), cuda.to_device(upper)
     if is_device_array(Y):
         out = cuda.device_array(M)
         if M:
-            kernel[blocks(M), THREADS](pack(as_device(Y, "Y"), mean_d, lower_d, out))
+            kernel[blocks(M), THREADS](pack(as_device(Y, "Y"), mean_d, upper_d, out))
         return like(Y, out)
     out = np.empty(M)
     step = chunk_points(8 * (d + 1))
     for lo in range(0, M, step):
         hi = min(M, lo + step)
         part = cuda.device_array(hi - lo)
-        kernel[blocks(hi - lo), THREADS](pack(cuda.to_device(Y[lo:hi]), mean_d, lower_d, part))
+        kernel[blocks(hi - lo), THREADS](pack(cuda.to_device(Y[lo:hi]), mean_d, upper_d, part))
         part.copy_to_host(out[lo:hi])
     return out
 

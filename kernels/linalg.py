@@ -8,7 +8,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .config import INLINE_JIT, JIT
 
@@ -33,65 +33,15 @@ BLAS_THREADING_WORK = 1 << 17
 """Multiply-adds per BLAS product in a kernel: OpenBLAS runs a product on the calling thread while
 its work ``m·n·k`` stays under a threshold (2^18 for real products here, less for complex ones);
 above it, it starts threads of its own, which inside a kernel's parallel loop oversubscribe the
-cores (measured: 2x slower, worse for complex). Kernels therefore take their BLAS products over
-sub-blocks of rows, sized to half that threshold."""
+cores (measured: 2x slower). Kernels therefore take their BLAS products over sub-blocks of rows,
+sized to half that threshold."""
 
 
 @njit(**JIT)
 def blas_rows(work_per_row, most):
     """Rows per BLAS product (at most ``most``) that keep BLAS on the calling thread, for products of
-    ``work_per_row`` real multiply-adds a row (4 per complex one)."""
+    ``work_per_row`` multiply-adds a row."""
     return max(1, min(most, BLAS_THREADING_WORK // work_per_row))
-
-
-def matmul_into(A, B, out):
-    """``out = A @ B`` for 2-d float64 arrays (``out`` C-contiguous, not overlapping ``A`` or ``B``).
-
-    In CPU kernels this is BLAS (``np.dot``); in device code, where one GPU thread multiplies a
-    single row, these loops (the CUDA simulator runs them as Python)."""
-    for r in range(A.shape[0]):
-        for k in range(B.shape[1]):
-            s = 0.0
-            for j in range(A.shape[1]):
-                s += A[r, j] * B[j, k]
-            out[r, k] = s
-
-
-def complex_matmul_into(A, B, out):
-    """``out = A @ B`` for complex matrices stored as float64 (re, im) pairs along the last axis:
-    ``A (m, 2k)``, ``B (k, 2n)``, ``out (m, 2n)``, all C-contiguous, ``out`` apart from the others.
-    BLAS (``zgemm``) in CPU kernels, these loops in device code (as ``matmul_into``)."""
-    for r in range(A.shape[0]):
-        for k in range(B.shape[1] // 2):
-            re = 0.0
-            im = 0.0
-            for j in range(A.shape[1] // 2):
-                ar, ai = A[r, 2 * j], A[r, 2 * j + 1]
-                br, bi = B[j, 2 * k], B[j, 2 * k + 1]
-                re += ar * br - ai * bi
-                im += ar * bi + ai * br
-            out[r, 2 * k] = re
-            out[r, 2 * k + 1] = im
-
-
-def _blas_matmul_into(A, B, out):
-    np.dot(A, B, out)
-
-
-def _blas_complex_matmul_into(A, B, out):
-    np.dot(A.view(np.complex128), B.view(np.complex128), out.view(np.complex128))
-
-
-def _implemented_by(impl):
-    def typing(A, B, out):
-        return impl
-    return typing
-
-
-for _product, _blas in ((matmul_into, _blas_matmul_into),
-                        (complex_matmul_into, _blas_complex_matmul_into)):
-    overload(_product, target="generic", jit_options={"inline": "always"})(_implemented_by(_product))
-    overload(_product, target="cpu")(_implemented_by(_blas))
 
 
 @njit(**INLINE_JIT)

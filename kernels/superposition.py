@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import FMA_JIT, INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
-from .linalg import blas_rows, complex_matmul_into, fma
+from .linalg import fma
 from .random import uniform_pair
 from .target import is_device_array, resolve as resolve_target
 from .validation import as_real_array, check_finite, readonly
@@ -33,35 +33,18 @@ _ZERO, _NONFINITE = 1, 2
 
 
 CHUNK = 64
-"""Entities per chunk of the collapse: it transposes a chunk's probabilities into ``(state, entity)``
-scratch, so that its inner loops run over entities and vectorise whatever ``S``."""
+"""Entities per chunk: the kernels transpose a chunk of state rows into ``(component, entity)``
+scratch (row ``2a`` the real part of state ``a``, row ``2a + 1`` its imaginary part), so that
+their inner loops run over entities and vectorise whatever ``S``."""
 
-ROWS = 512
-"""Most entities per chunk of the fused update (fewer for large ``S``, see ``linalg.blas_rows``): a
-chunk's states stay in cache from the product with ``U`` (one BLAS call per layer) to the
-statistics, in their memory layout (no transposes)."""
-
-
-@njit(**INLINE_JIT)
-def fused_rows(S):
-    """Entities per chunk of ``fused_kernel`` for ``S`` states."""
-    return blas_rows(4 * S * S, ROWS)
+BLOCK = 4
+"""Side of the blocks of ``U`` in the matrix-vector product; states are zero-padded to a multiple."""
 
 
 @njit(**INLINE_JIT)
-def _flat(a):
-    """The C-contiguous block of rows ``a`` as one axis: loops over it vectorise without a break at
-    each row (2-3x faster than nested loops over rows of ``2S`` values)."""
-    return a.reshape(a.size)
-
-
-@njit(**INLINE_JIT)
-def _copy(src, dst):
-    """``dst[...] = src`` for C-contiguous blocks of equal size (a loop: Numba's slice assignment is
-    several times slower)."""
-    s, d = _flat(src), _flat(dst)
-    for i in range(s.shape[0]):
-        d[i] = s[i]
+def padded(S):
+    """``S`` rounded up to a multiple of ``BLOCK``."""
+    return -(-S // BLOCK) * BLOCK
 
 
 @njit(**INLINE_JIT)
@@ -73,19 +56,77 @@ def _flag(q):
 
 
 @njit(**INLINE_JIT)
-def _normalise(X, nb, fl):
-    """Scale the rows ``e < nb`` of ``X (chunk, 2S)`` to unit norm; a row of zero or non-finite norm
-    is left as is and flagged in ``fl[e]``."""
+def _gather(src, j0, nb, X):
+    """``X[c, e] = src[j0 + e, c]`` for the ``nb`` rows of ``src (n, 2S)`` from ``j0``."""
+    rows = src[j0:j0 + nb]
+    for e in range(nb):   # rows in memory order: streams well from memory
+        for c in range(src.shape[1]):
+            X[c, e] = rows[e, c]
+
+
+@njit(**INLINE_JIT)
+def _scatter(X, j0, nb, dst):
+    """Inverse of ``_gather``: ``dst[j0 + e, c] = X[c, e]``."""
+    rows = dst[j0:j0 + nb]
     for e in range(nb):
-        q = 0.0
-        for c in range(X.shape[1]):
-            q += X[e, c] * X[e, c]
-        f = _flag(q)
+        for c in range(dst.shape[1]):
+            rows[e, c] = X[c, e]
+
+
+@njit(**INLINE_JIT)
+def _matvec(Ur, Ui, T, X, nb):
+    """``x[:, e] = U t[:, e]`` for ``e < nb``, on interleaved rows; ``U = Ur + i Ui`` is
+    ``(Sp, Sp)``, ``Sp`` a multiple of 4, and ``T``, ``X`` have ``2 Sp`` rows.
+
+    Works on 4 x 4 blocks of ``U``: 32 coefficients in registers, 8 accumulator rows updated once
+    per 4 input states, the loop over entities vectorised.
+    """
+    Sp = Ur.shape[0]
+    for a in range(0, Sp, BLOCK):
+        x0r, x0i, x1r, x1i = X[2 * a], X[2 * a + 1], X[2 * a + 2], X[2 * a + 3]
+        x2r, x2i, x3r, x3i = X[2 * a + 4], X[2 * a + 5], X[2 * a + 6], X[2 * a + 7]
+        for e in range(nb):
+            x0r[e] = x1r[e] = x2r[e] = x3r[e] = 0.0
+            x0i[e] = x1i[e] = x2i[e] = x3i[e] = 0.0
+        for c in range(0, Sp, BLOCK):
+            t0, s0, t1, s1 = T[2 * c], T[2 * c + 1], T[2 * c + 2], T[2 * c + 3]
+            t2, s2, t3, s3 = T[2 * c + 4], T[2 * c + 5], T[2 * c + 6], T[2 * c + 7]
+            r00, r01, r02, r03 = Ur[a, c], Ur[a, c + 1], Ur[a, c + 2], Ur[a, c + 3]
+            r10, r11, r12, r13 = Ur[a + 1, c], Ur[a + 1, c + 1], Ur[a + 1, c + 2], Ur[a + 1, c + 3]
+            r20, r21, r22, r23 = Ur[a + 2, c], Ur[a + 2, c + 1], Ur[a + 2, c + 2], Ur[a + 2, c + 3]
+            r30, r31, r32, r33 = Ur[a + 3, c], Ur[a + 3, c + 1], Ur[a + 3, c + 2], Ur[a + 3, c + 3]
+            i00, i01, i02, i03 = Ui[a, c], Ui[a, c + 1], Ui[a, c + 2], Ui[a, c + 3]
+            i10, i11, i12, i13 = Ui[a + 1, c], Ui[a + 1, c + 1], Ui[a + 1, c + 2], Ui[a + 1, c + 3]
+            i20, i21, i22, i23 = Ui[a + 2, c], Ui[a + 2, c + 1], Ui[a + 2, c + 2], Ui[a + 2, c + 3]
+            i30, i31, i32, i33 = Ui[a + 3, c], Ui[a + 3, c + 1], Ui[a + 3, c + 2], Ui[a + 3, c + 3]
+            for e in range(nb):
+                a0, a1, a2, a3 = t0[e], t1[e], t2[e], t3[e]
+                b0, b1, b2, b3 = s0[e], s1[e], s2[e], s3[e]
+                x0r[e] += r00 * a0 - i00 * b0 + r01 * a1 - i01 * b1 + r02 * a2 - i02 * b2 + r03 * a3 - i03 * b3
+                x0i[e] += r00 * b0 + i00 * a0 + r01 * b1 + i01 * a1 + r02 * b2 + i02 * a2 + r03 * b3 + i03 * a3
+                x1r[e] += r10 * a0 - i10 * b0 + r11 * a1 - i11 * b1 + r12 * a2 - i12 * b2 + r13 * a3 - i13 * b3
+                x1i[e] += r10 * b0 + i10 * a0 + r11 * b1 + i11 * a1 + r12 * b2 + i12 * a2 + r13 * b3 + i13 * a3
+                x2r[e] += r20 * a0 - i20 * b0 + r21 * a1 - i21 * b1 + r22 * a2 - i22 * b2 + r23 * a3 - i23 * b3
+                x2i[e] += r20 * b0 + i20 * a0 + r21 * b1 + i21 * a1 + r22 * b2 + i22 * a2 + r23 * b3 + i23 * a3
+                x3r[e] += r30 * a0 - i30 * b0 + r31 * a1 - i31 * b1 + r32 * a2 - i32 * b2 + r33 * a3 - i33 * b3
+                x3i[e] += r30 * b0 + i30 * a0 + r31 * b1 + i31 * a1 + r32 * b2 + i32 * a2 + r33 * b3 + i33 * a3
+
+
+@njit(**INLINE_JIT)
+def _normalise(X, S2, nb, q, fl):
+    """Scale the columns ``e < nb`` of ``X`` (rows ``< S2 = 2S``) to unit norm; a column of zero or
+    non-finite norm is left as is and flagged in ``fl[e]``."""
+    q[:nb] = 0.0
+    for c in range(S2):
+        for e in range(nb):
+            q[e] += X[c, e] * X[c, e]
+    for e in range(nb):
+        f = _flag(q[e])
         fl[e] = max(fl[e], f)
-        if f == 0:
-            inv = 1.0 / math.sqrt(q)
-            for c in range(X.shape[1]):
-                X[e, c] *= inv
+        q[e] = 1.0 / math.sqrt(q[e]) if f == 0 else 1.0
+    for c in range(S2):
+        for e in range(nb):
+            X[c, e] *= q[e]
 
 
 _MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
@@ -96,68 +137,64 @@ _SQRT2 = np.sqrt(2.0)
 
 
 @njit(**INLINE_JIT)
-def _entropies(P, nb, M, E, h):
-    """``h[e] = −Σ_a P[e, a] log P[e, a]`` (``0 log 0 = 0``) for ``0 <= P (chunk, S)``, vectorised.
+def _entropies(P, S, nb, M, E, h):
+    """``h[e] = −Σ_{a<S} P[a, e] log P[a, e]`` (``0 log 0 = 0``) for ``0 <= P``, vectorised.
 
     ``log p = k ln 2 + log m`` with ``p = m 2^k``, ``m`` in ``[√½, √2)`` read from the bits, and
     ``log m = 2 atanh(s)``, ``s = (m − 1)/(m + 1)``, by its series to ``s^21`` (``|s| <= 0.172``):
     within a few ulp of ``np.log``, 2x faster than a libm call per value. Subnormal ``p`` (below
-    2.2e-308) give a wrong log but a product ``p log p`` still below 1e-305. ``M``, ``E``: scratch
-    of ``P``'s shape; ``M`` ends holding the terms ``p log p``.
+    2.2e-308) give a wrong log but a product ``p log p`` still below 1e-305. ``M``, ``E``: scratch.
     """
-    S = P.shape[1]
-    p, terms, exponent = _flat(P[:nb]), _flat(M[:nb]), _flat(E[:nb])
-    bits = p.view(np.int64)
-    mbits = terms.view(np.int64)
-    for i in range(p.shape[0]):
-        mbits[i] = (bits[i] & _MANTISSA) | _EXPONENT_ONE
-        exponent[i] = np.float64((bits[i] >> 52) - 1023)
-    for i in range(p.shape[0]):
-        m = terms[i]
-        k = exponent[i]
-        big = m > _SQRT2
-        m = m * 0.5 if big else m
-        k = k + 1.0 if big else k
-        s = (m - 1.0) / (m + 1.0)
-        z = s * s
-        series = 1.0 + z * (1 / 3 + z * (1 / 5 + z * (1 / 7 + z * (1 / 9 + z * (1 / 11 + z * (
-            1 / 13 + z * (1 / 15 + z * (1 / 17 + z * (1 / 19 + z / 21)))))))))
-        terms[i] = p[i] * ((k * _LN2_HI + 2.0 * s * series) + k * _LN2_LO)
-    for e in range(nb):
-        t = 0.0
-        for a in range(S):
-            t -= M[e, a]
-        h[e] = t
+    bits = P.view(np.int64)
+    mbits = M.view(np.int64)
+    h[:nb] = 0.0
+    for a in range(S):
+        for e in range(nb):
+            mbits[a, e] = (bits[a, e] & _MANTISSA) | _EXPONENT_ONE
+            E[a, e] = np.float64((bits[a, e] >> 52) - 1023)
+        for e in range(nb):
+            m = M[a, e]
+            k = E[a, e]
+            big = m > _SQRT2
+            m = m * 0.5 if big else m
+            k = k + 1.0 if big else k
+            s = (m - 1.0) / (m + 1.0)
+            z = s * s
+            series = 1.0 + z * (1 / 3 + z * (1 / 5 + z * (1 / 7 + z * (1 / 9 + z * (1 / 11 + z * (
+                1 / 13 + z * (1 / 15 + z * (1 / 17 + z * (1 / 19 + z / 21)))))))))
+            h[e] -= P[a, e] * ((k * _LN2_HI + 2.0 * s * series) + k * _LN2_LO)
 
 
 @njit(**INLINE_JIT)
-def _statistics(X, nb, t, j0, probs, entropy, coherence, P, fl, M, E, h):
-    """Rows ``[t, j0 + e]`` of the non-empty outputs from the rows ``e < nb`` of ``X (chunk, 2S)``:
+def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
+    """Rows ``[t, j0 + e]`` of the non-empty outputs from the columns ``e < nb`` of ``X``:
     ``|x|²``, its Shannon entropy and the l1 coherence ``(Σ|x_a|)² − Σ|x_a|²``; flags ``fl``.
-    ``P``, ``M``, ``E (chunk, S)``, ``h (chunk,)``: scratch."""
-    S = P.shape[1]
-    for e in range(nb):
-        q = 0.0
-        for a in range(S):
-            p = X[e, 2 * a] * X[e, 2 * a] + X[e, 2 * a + 1] * X[e, 2 * a + 1]
-            P[e, a] = p
-            q += p
-        fl[e] = max(fl[e], _flag(q))
-        if coherence.shape[0] > 0:
-            l1 = 0.0
-            for a in range(S):
-                l1 += math.sqrt(P[e, a])
-            coherence[t, j0 + e] = l1 * l1 - q
-    if probs.shape[0] > 0:
-        _copy(P[:nb], probs[t, j0:j0 + nb])
-    if entropy.shape[0] > 0:
-        _entropies(P, nb, M, E, h)
+    ``P``, ``q``, ``l1``, ``M``, ``E``: scratch."""
+    q[:nb] = 0.0
+    for a in range(S):
         for e in range(nb):
-            entropy[t, j0 + e] = h[e]
+            p = X[2 * a, e] * X[2 * a, e] + X[2 * a + 1, e] * X[2 * a + 1, e]
+            P[a, e] = p
+            q[e] += p
+    for e in range(nb):
+        fl[e] = max(fl[e], _flag(q[e]))
+    if coherence.shape[0] > 0:
+        l1[:nb] = 0.0
+        for a in range(S):
+            for e in range(nb):
+                l1[e] += math.sqrt(P[a, e])
+        for e in range(nb):
+            coherence[t, j0 + e] = l1[e] * l1[e] - q[e]
+    if probs.shape[0] > 0:
+        _scatter(P, j0, nb, probs[t])
+    if entropy.shape[0] > 0:
+        _entropies(P, S, nb, M, E, q)   # q is free now
+        for e in range(nb):
+            entropy[t, j0 + e] = q[e]
 
 
 @njit(**FMA_JIT)
-def fused_kernel(psi, Ut, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
+def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
                  coherence, n_blocks, flags, counts):
     """One pass per entity ``j`` over the states ``psi[g, j]`` (``psi (G, n, 2S)``, interleaved):
 
@@ -169,39 +206,42 @@ def fused_kernel(psi, Ut, u_of, lik, lik_of, renorm, mix, states, mixed, probs, 
     3. statistics of the ``y_r`` (else of the ``x_g``) into ``probs (T, n, S)``, ``entropy (T, n)``,
        ``coherence (T, n)``, each skipped when empty.
 
-    ``Ut (K, S, 2S)``: the transposed unitaries ``U[k]ᵀ``, interleaved (states are rows: ``x Uᵀ``).
-    An entity whose state (or mixture) is zero or not finite gets ``flags[j]`` set
-    (``_ZERO``/``_NONFINITE``); ``counts[b]`` counts the flagged entities of block ``b``.
+    ``Ur``/``Ui (K, Sp, Sp)``: real and imaginary parts of the unitaries, zero-padded to
+    ``Sp = padded(S)``. An entity whose state (or mixture) is zero or not finite gets ``flags[j]``
+    set (``_ZERO``/``_NONFINITE``); ``counts[b]`` counts the flagged entities of block ``b``.
     """
     G, n, S2 = psi.shape
     S = S2 // 2
-    rows = fused_rows(S)
+    Sp2 = 2 * padded(S)
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, n)
-        X = np.empty((G, rows, S2))   # the chunk's states
-        Y = np.empty((rows, S2))      # a mixture
-        W = np.empty((rows, S2))      # sqrt(likelihood), repeated for (re, im)
-        P = np.empty((rows, S))       # probabilities
-        M = np.empty((rows, S))       # scratch of the entropy
-        E = np.empty((rows, S))
-        h = np.empty(rows)
-        fl = np.empty(rows, np.int64)
+        X = np.zeros((G, Sp2, CHUNK))   # the chunk's states (padding rows stay 0)
+        T = np.zeros((Sp2, CHUNK))      # input of a product with U
+        Y = np.empty((S2, CHUNK))       # a mixture
+        W = np.empty((S, CHUNK))        # sqrt(likelihood)
+        P = np.empty((S, CHUNK))        # probabilities
+        M = np.empty((S, CHUNK))        # scratch of the entropy
+        E = np.empty((S, CHUNK))
+        q = np.empty(CHUNK)
+        l1 = np.empty(CHUNK)
+        fl = np.empty(CHUNK, np.int64)
         bad = 0
-        for j0 in range(lo, hi, rows):
-            bad += fused_chunk(psi, Ut, u_of, lik, lik_of, renorm, mix, states, mixed, probs,
-                               entropy, coherence, flags, j0, min(rows, hi - j0),
-                               X, Y, W, P, M, E, h, fl)
+        for j0 in range(lo, hi, CHUNK):
+            bad += fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs,
+                               entropy, coherence, flags, j0, min(CHUNK, hi - j0),
+                               X, T, Y, W, P, M, E, q, l1, fl)
         counts[b] = bad
 
 
 @njit(**INLINE_JIT)
-def fused_chunk(psi, Ut, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                coherence, flags, j0, nb, X, Y, W, P, M, E, h, fl):
-    """``fused_kernel`` on the entities ``[j0, j0 + nb)``; returns how many it flagged. Scratch of
-    at least ``nb`` rows: ``X (G, chunk, 2S)``, ``Y``, ``W (chunk, 2S)``, ``P``, ``M``, ``E (chunk,
-    S)``, ``h``, ``fl (chunk,)``."""
+def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
+                coherence, flags, j0, nb, X, T, Y, W, P, M, E, q, l1, fl):
+    """``fused_kernel`` on the entities ``[j0, j0 + nb)``; returns how many it flagged. Scratch:
+    ``X (G, 2 padded(S), chunk)`` and ``T (2 padded(S), chunk)`` with zero padding rows, ``Y (2S,
+    chunk)``, ``W``, ``P``, ``M``, ``E (S, chunk)``, ``q``, ``l1``, ``fl (chunk,)``."""
     G = psi.shape[0]
-    S = psi.shape[2] // 2
+    S2 = psi.shape[2]
+    S = S2 // 2
     R = mix.shape[0]
     one_lik_row = lik.shape[1] == 1
     stats = probs.shape[0] + entropy.shape[0] + coherence.shape[0] > 0
@@ -209,49 +249,46 @@ def fused_chunk(psi, Ut, u_of, lik, lik_of, renorm, mix, states, mixed, probs, e
         fl[e] = 0
     w_row = -1
     for g in range(G):
-        x = X[g, :nb]
+        x = X[g]
         k = u_of[g]
         m = lik_of[g]
         if k >= 0:
-            complex_matmul_into(psi[g, j0:j0 + nb], Ut[k], x)
+            _gather(psi[g], j0, nb, T)
+            _matvec(Ur[k], Ui[k], T, x, nb)
         else:
-            _copy(psi[g, j0:j0 + nb], x)
+            _gather(psi[g], j0, nb, x)
         if m >= 0:
             if m != w_row:
-                lik_rows = lik[m, 0:1] if one_lik_row else lik[m, j0:j0 + nb]
-                src, w = _flat(lik_rows), _flat(W[:lik_rows.shape[0]])
-                for i in range(src.shape[0]):
-                    w[2 * i] = w[2 * i + 1] = math.sqrt(src[i])
-                w_row = m
-            if one_lik_row:
                 for e in range(nb):
-                    for c in range(2 * S):
-                        x[e, c] *= W[0, c]
-            else:
-                xf, w = _flat(x), _flat(W[:nb])
-                for i in range(xf.shape[0]):
-                    xf[i] *= w[i]
+                    i = 0 if one_lik_row else j0 + e
+                    for a in range(S):
+                        W[a, e] = math.sqrt(lik[m, i, a])
+                w_row = m
+            for a in range(S):
+                for e in range(nb):
+                    x[2 * a, e] *= W[a, e]
+                    x[2 * a + 1, e] *= W[a, e]
         if renorm or k >= 0 or m >= 0:
-            _normalise(x, nb, fl)
+            _normalise(x, S2, nb, q, fl)
         if states.shape[0] > 0:
-            _copy(x, states[g, j0:j0 + nb])
+            _scatter(x, j0, nb, states[g])
     for r in range(R):
-        y = Y[:nb]
-        yf = _flat(y)
-        yf[:] = 0.0
+        for c in range(S2):
+            for e in range(nb):
+                Y[c, e] = 0.0
         for g in range(G):
             coef = mix[r, g]
             if coef != 0.0:
-                xf = _flat(X[g, :nb])
-                for i in range(yf.shape[0]):
-                    yf[i] += coef * xf[i]
-        _normalise(y, nb, fl)
-        _copy(y, mixed[r, j0:j0 + nb])
+                for c in range(S2):
+                    for e in range(nb):
+                        Y[c, e] += coef * X[g, c, e]
+        _normalise(Y, S2, nb, q, fl)
+        _scatter(Y, j0, nb, mixed[r])
         if stats:
-            _statistics(y, nb, r, j0, probs, entropy, coherence, P, fl, M, E, h)
+            _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
     if R == 0 and stats:
         for g in range(G):
-            _statistics(X[g], nb, g, j0, probs, entropy, coherence, P, fl, M, E, h)
+            _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
     bad = 0
     for e in range(nb):
         if fl[e]:
@@ -408,10 +445,13 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
             raise ValueError("fused_update writes only into C-contiguous outputs")
     G, n, S = psi.shape
     if U is None:
-        Ut = _EMPTY_R3
+        Ur = Ui = _EMPTY_R3
         u_of = np.full(G, -1, np.int64)
     else:
-        Ut = _floats(np.ascontiguousarray(np.swapaxes(U, 1, 2), np.complex128))
+        Ur = np.zeros((U.shape[0], padded(S), padded(S)))
+        Ui = np.zeros_like(Ur)
+        Ur[:, :S, :S] = U.real
+        Ui[:, :S, :S] = U.imag
     if lik is None:
         lik, lik_of = _EMPTY_R3, np.full(G, -1, np.int64)
     flags = np.zeros(n, np.uint8)
@@ -419,13 +459,13 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
         from . import gpu
         empty = (_EMPTY_R3, _EMPTY_R3, _EMPTY_R3, _EMPTY_R2, _EMPTY_R2)
         outputs = [e if o is None else o for o, e in zip((states, mixed, probs, entropy, coherence), empty)]
-        if gpu.fused_update(psi, Ut, u_of, lik, lik_of, renorm,
+        if gpu.fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm,
                             _EMPTY_R2 if mix is None else mix, outputs, flags):
             _raise_flagged(flags, name, what, labels)
         return
     n_blocks = block_count(n)
     counts = np.zeros(n_blocks, np.int64)
-    fused_kernel(readonly(_floats(psi)), readonly(Ut), readonly(u_of),
+    fused_kernel(readonly(_floats(psi)), readonly(Ur), readonly(Ui), readonly(u_of),
                  readonly(lik), readonly(lik_of), renorm,
                  readonly(_EMPTY_R2 if mix is None else mix),
                  _EMPTY_R3 if states is None else _floats(states),

@@ -120,7 +120,7 @@ def test_zscore_outliers_is_the_numpy_rule(values, z):
     np.testing.assert_array_equal(zscore_outliers(m, z), expected)
 
 
-def test_covariance_does_not_depend_on_thread_count():
+def test_covariance_does_not_depend_on_thread_count_or_batches():
     import numba
 
     X = rng.normal(size=(30000, 5))
@@ -132,6 +132,11 @@ def test_covariance_does_not_depend_on_thread_count():
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(metrics.Covariance(X).G, serial)
     np.testing.assert_array_equal(metrics.Covariance(X).mahalanobis(X), m_serial)
+    Y = rng.normal(size=(5000, 16))
+    model = metrics.Covariance(Y)
+    cuts = [0, 1, 3, 8, 13, 130, 2049, 5000]   # a row's distance never depends on the rows beside it
+    batches = [model.mahalanobis(Y[a:b]) for a, b in zip(cuts, cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate(batches), model.mahalanobis(Y))
 
 
 def test_condition_number():

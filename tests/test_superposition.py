@@ -199,6 +199,24 @@ def test_collapse_is_the_documented_function_of_the_key(seed, key_seed, step, of
     np.testing.assert_array_equal(got, naive.collapse_outcomes(psi, key_seed, step, offset))
 
 
+def test_state_updates_are_invariant_to_batches():
+    """An entity's new state, mixture and entropy never depend on the entities beside it (the base of
+    bitwise shard-invariant distributed steps)."""
+    psi = states(12, (3, 1000, 6))
+    U = unitary(3, 6)
+    lik = np.random.default_rng(1).uniform(0.1, 1.0, (1000, 6))
+
+    def update(p, likelihood):
+        x = sp.observe(sp.evolve(p, U), likelihood)
+        return x, sp.superpose(x, [0.2, 0.3, 0.5]), sp.entropy(x)
+
+    whole = update(psi, lik)
+    cuts = [0, 1, 130, 131, 517, 1000]
+    parts = [update(psi[:, a:b], lik[a:b]) for a, b in zip(cuts, cuts[1:])]
+    for k, axis in enumerate((1, 0, 1)):
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts], axis=axis), whole[k])
+
+
 def test_collapse_is_invariant_to_batches_threads_and_order():
     psi = states(11, (3, 1000, 6))
     whole = sp.collapse(psi, 77, step=4)

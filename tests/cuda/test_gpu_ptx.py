@@ -99,7 +99,7 @@ def test_fused_update_kernel_compiles_for_the_gpu(compile_ptx):
     from numba import cuda, types
     from anant_fast.kernels import gpu
     f3, f2, i1 = _array(np.float64, 3), _array(np.float64, 2), _array(np.int64, 1)
-    arrays = types.Tuple([f3, f3, i1, f3, i1, f2, f3, f3, f3, f2, f2, _array(np.uint8, 1)])
+    arrays = types.Tuple([f3, f3, f3, i1, f3, i1, f2, f3, f3, f3, f2, f2, _array(np.uint8, 1)])
     ptx, _ = cuda.compile_ptx(gpu._fused_kernel(4, 8).py_func, (arrays, types.boolean, i1), cc=CC)
     assert ".entry" in ptx
 
