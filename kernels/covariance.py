@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .config import FMA_JIT, INLINE_JIT, JIT, block_bounds
+from .config import FMA_JIT, INLINE_JIT, JIT, PARALLEL_JIT, block_bounds
 from .linalg import blas_rows
 from .validation import readonly
 
@@ -27,7 +27,7 @@ def _centered_transpose(X, lo, hi, mu, Dt):
             Dt[i, r] = X[lo + r, i] - mu[i]
 
 
-@njit(**FMA_JIT)
+@njit(**PARALLEL_JIT)
 def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
     """Per block ``b = first + k`` (``k < len(weight)``) of the ``n_blocks`` row blocks of ``X``: total
     weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ`` into row ``k`` of the

@@ -31,10 +31,10 @@ def fma(typingctx, a, b, c):
 
 BLAS_THREADING_WORK = 1 << 17
 """Multiply-adds per BLAS product in a kernel: OpenBLAS runs a product on the calling thread while
-its work ``m·n·k`` stays under a threshold (2^18 for real products here, less for complex ones);
-above it, it starts threads of its own, which inside a kernel's parallel loop oversubscribe the
-cores (measured: 2x slower). Kernels therefore take their BLAS products over sub-blocks of rows,
-sized to half that threshold."""
+its work ``m·n·k`` stays under a threshold (2^18 for double products here); above it, it starts
+threads of its own, which inside a kernel's parallel loop oversubscribe the cores (measured: 2x
+slower). Kernels therefore take their BLAS products over sub-blocks of rows, sized to half that
+threshold."""
 
 
 @njit(**JIT)
