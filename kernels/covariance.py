@@ -17,6 +17,12 @@ from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
 
+ROWS_PER_PASS = 256
+"""Rows of a block that the distance kernel takes at a time: their centred, transposed copy
+(``d x 256`` doubles, 32 KiB at d = 16) stays in the L1 cache across the ``d(d + 1)/2``
+multiply-add sweeps over it (measured at 10^6 x 16: about 10% faster than sweeping the whole
+block)."""
+
 
 @njit(**JIT)
 def _centered_transpose(X, lo, hi, mu, Dt):
@@ -127,14 +133,15 @@ def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
     M, d = Y.shape
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, M)
-        mahalanobis_rows(Y, mean, upper, lo, hi, np.empty((d, hi - lo)), np.empty(hi - lo),
-                         np.empty(hi - lo), out)
+        Dt, acc, row = np.empty((d, ROWS_PER_PASS)), np.empty(ROWS_PER_PASS), np.empty(ROWS_PER_PASS)
+        for a in range(lo, hi, ROWS_PER_PASS):
+            mahalanobis_rows(Y, mean, upper, a, min(hi, a + ROWS_PER_PASS), Dt, acc, row, out)
 
 
 @njit(**INLINE_JIT)
 def mahalanobis_rows(Y, mean, upper, lo, hi, Dt, acc, row, out):
-    """``mahalanobis_kernel`` on the rows ``[lo, hi)``; scratch ``Dt (d, hi − lo)``, ``acc`` and
-    ``row (hi − lo,)``."""
+    """``mahalanobis_kernel`` on the rows ``[lo, hi)``; scratch ``Dt (d, >= hi − lo)``, ``acc`` and
+    ``row (>= hi − lo,)``."""
     d = Y.shape[1]
     _centered_transpose(Y, lo, hi, mean, Dt)
     for r in range(hi - lo):
