@@ -146,10 +146,17 @@ def mahalanobis_rows(Y, mean, upper, lo, hi, Dt, acc, row, out):
     _centered_transpose(Y, lo, hi, mean, Dt)
     for r in range(hi - lo):
         acc[r] = 0.0
+    # row = component i of upper (y − μ), four terms per sweep over the rows (a quarter of the loads
+    # and stores of row that one term per sweep costs), the last (d − i) % 4 terms one at a time
     for i in range(d):
         for r in range(hi - lo):
             row[r] = 0.0
-        for j in range(i, d):
+        for j in range(i, d - 3, 4):
+            u0, u1, u2, u3 = upper[i, j], upper[i, j + 1], upper[i, j + 2], upper[i, j + 3]
+            t0, t1, t2, t3 = Dt[j], Dt[j + 1], Dt[j + 2], Dt[j + 3]
+            for r in range(hi - lo):
+                row[r] += u0 * t0[r] + u1 * t1[r] + u2 * t2[r] + u3 * t3[r]
+        for j in range(d - (d - i) % 4, d):
             u = upper[i, j]
             for r in range(hi - lo):
                 row[r] += u * Dt[j, r]
