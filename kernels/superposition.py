@@ -21,6 +21,7 @@ from numba import njit, prange
 
 from .config import FMA_JIT, INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
 from .linalg import fma
+from .prefetch import prefetch_rows
 from .random import uniform_pair
 from .target import is_device_array, resolve as resolve_target
 from .validation import as_real_array, check_finite, readonly
@@ -367,6 +368,7 @@ def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, coun
             stream = np.uint64(streams[g])
             for j0 in range(lo, hi, CHUNK):
                 nb = min(CHUNK, hi - j0)
+                prefetch_rows(psi[g], j0 + CHUNK, min(hi, j0 + 2 * CHUNK))  # read during the draws
                 _draws(seed, step, stream, index, offset, j0, nb, u, v)
                 _probabilities(psi[g], j0, nb, P, total)
                 _born(P, total, S, nb, u, acc, below, last, outcome)

@@ -1,0 +1,45 @@
+"""Software prefetch for the streaming CPU kernels.
+
+A kernel that alternates between compute that touches no memory (random draws, products on cached
+scratch) and reads of the next rows of a large array leaves the memory system idle during the
+compute: the hardware prefetcher runs only a few lines ahead of the demand reads. Asking for the
+next chunk's rows before computing on the current one overlaps the two. CPU only (an LLVM
+``prefetch`` hint: it never faults and changes no result).
+"""
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .config import INLINE_JIT
+
+LINE_BYTES = 64
+"""Cache line size of the x86-64 and ARM64 processors this library targets."""
+
+
+@intrinsic
+def _prefetch(typingctx, a, i):
+    """Hint that element ``i`` of the flattened C-contiguous array ``a`` is read soon (no bounds
+    check: a prefetch of any address is harmless)."""
+    if isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer):
+        def codegen(context, builder, signature, args):
+            array = context.make_array(signature.args[0])(context, builder, args[0])
+            offset = context.cast(builder, args[1], signature.args[1], types.intp)
+            address = builder.gep(array.data, [offset])
+            byte = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fn = builder.module.declare_intrinsic(
+                "llvm.prefetch", [byte], ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]))
+            # read (0), keep in all cache levels (locality 3), data cache (1)
+            builder.call(fn, [builder.bitcast(address, byte), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return types.void(a, i), codegen
+
+
+@njit(**INLINE_JIT)
+def prefetch_rows(a, lo, hi):
+    """Prefetch the rows ``[lo, hi)`` (clipped to the array) of the C-contiguous 2-D array ``a``,
+    one hint per cache line."""
+    hi = min(hi, a.shape[0])
+    step = max(1, LINE_BYTES // a.itemsize)
+    for f in range(lo * a.shape[1], hi * a.shape[1], step):
+        _prefetch(a, f)
