@@ -1,6 +1,15 @@
 """The CUDA kernels compile for a real GPU (to PTX, for compute capability 8.0) where NVIDIA's
 compiler libraries are installed (``anant-fast[cuda]``), even on a machine without a GPU: the
-simulator runs the kernels as Python and cannot catch what the CUDA compiler refuses."""
+simulator runs the kernels as Python and cannot catch what the CUDA compiler refuses. Where NVIDIA's
+PTX assembler is installed too (``ptxas``, from the same extra), the PTX is assembled to machine code
+for compute capabilities 8.0 and 9.0 and each kernel's registers must fit a launch of
+``gpu.THREADS`` threads per block."""
+import functools
+import pathlib
+import re
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from numba import njit
@@ -31,6 +40,64 @@ def _trivial(a):
 
 pytestmark = pytest.mark.skipif(not _compiler(), reason="needs numba-cuda with NVIDIA's compiler "
                                 "libraries (anant-fast[cuda]), not the simulator")
+
+
+ARCHS = ("sm_80", "sm_90")
+REGISTERS_PER_BLOCK = 65536
+"""32-bit registers of a thread block, every compute capability from 5.0 to 9.0."""
+
+
+def _ptxas():
+    """NVIDIA's PTX assembler: the one ``nvidia-cuda-nvcc-cu12`` installs, else one on PATH, else None."""
+    try:
+        import nvidia.cuda_nvcc
+        for root in nvidia.cuda_nvcc.__path__:
+            if (pathlib.Path(root) / "bin" / "ptxas").exists():
+                return str(pathlib.Path(root) / "bin" / "ptxas")
+    except ImportError:
+        pass
+    return shutil.which("ptxas")
+
+
+@functools.lru_cache(maxsize=None)
+def _reshape_helpers():
+    """PTX functions of numba-cuda's ``reshape_funcs.cu`` (compiled by NVRTC, no driver needed),
+    without the module header: numba-cuda links them into every kernel that reshapes an array."""
+    from cuda.bindings import nvrtc
+    import numba.cuda.dispatcher
+    source = (pathlib.Path(numba.cuda.dispatcher.__file__).parent / "reshape_funcs.cu").read_bytes()
+    _, program = nvrtc.nvrtcCreateProgram(source, b"reshape_funcs.cu", 0, [], [])
+    options = [b"--gpu-architecture=compute_80", b"-rdc=true"]
+    (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
+    assert status == nvrtc.nvrtcResult.NVRTC_SUCCESS, status
+    _, size = nvrtc.nvrtcGetPTXSize(program)
+    ptx = b" " * size
+    nvrtc.nvrtcGetPTX(program, ptx)
+    lines = ptx.rstrip(b"\0 ").decode().splitlines()
+    return "\n".join(line for line in lines if not re.match(r"\s*\.(version|target|address_size)\b", line))
+
+
+def assert_assembles(ptx, tmp_path):
+    """``ptx`` holds a kernel and, where ``ptxas`` is installed, assembles for every arch in
+    ``ARCHS`` with registers for ``gpu.THREADS`` threads per block (the reshape helpers linked in
+    first, as numba-cuda's linker does)."""
+    from anant_fast.kernels import gpu
+    assert ".entry" in ptx
+    ptxas = _ptxas()
+    if ptxas is None:
+        return
+    if "numba_attempt_nocopy_reshape" in ptx or "nocopy_empty_reshape" in ptx:
+        ptx = re.sub(r"\.extern \.func[^;]*?(numba_attempt_nocopy_reshape|nocopy_empty_reshape)\b[^;]*;",
+                     "", ptx, flags=re.S)
+        ptx = re.sub(r"(\.address_size \d+\n)", lambda m: m.group(1) + _reshape_helpers() + "\n", ptx, count=1)
+    source = tmp_path / "kernel.ptx"
+    source.write_text(ptx)
+    for arch in ARCHS:
+        done = subprocess.run([ptxas, f"-arch={arch}", "-v", str(source), "-o", str(tmp_path / "kernel.cubin")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        registers = [int(n) for n in re.findall(r"Used (\d+) registers", done.stderr)]
+        assert registers and max(registers) * gpu.THREADS <= REGISTERS_PER_BLOCK, done.stderr[-2000:]
 
 
 @pytest.fixture
@@ -66,16 +133,16 @@ def _conformal(x, out):
                                    metrics.LocalCovariance(np.random.default_rng(0).normal(size=(50, 2)), 1.0),
                                    metrics.Custom(_conformal, 2)],
                          ids=repr)
-def test_curvature_kernels_compile_for_the_gpu(model, compile_ptx):
+def test_curvature_kernels_compile_for_the_gpu(model, compile_ptx, tmp_path):
     from anant_fast.kernels import gpu
     record = model._params
     if isinstance(record, km.CustomParams):  # the GPU takes it without the function (see custom_record)
         record = km.custom_record(record)
     for quantity in (batch.SCALAR, batch.SECTIONAL):
         kernel = gpu._pointwise_kernel(quantity, model.dim)
-        assert ".entry" in compile_ptx(kernel, record, *[(np.float64, 2)] * 4)
-    assert ".entry" in compile_ptx(gpu._check_kernel(model.dim), record, (np.float64, 2),
-                                   (np.int64, 1))
+        assert_assembles(compile_ptx(kernel, record, *[(np.float64, 2)] * 4), tmp_path)
+    assert_assembles(compile_ptx(gpu._check_kernel(model.dim), record, (np.float64, 2), (np.int64, 1)),
+                     tmp_path)
 
 
 def _array(dtype, ndim):
@@ -83,39 +150,40 @@ def _array(dtype, ndim):
     return types.Array(typeof(dtype(0)), ndim, "C")
 
 
-def test_collapse_kernels_compile_for_the_gpu(compile_ptx):
+def test_collapse_kernels_compile_for_the_gpu(compile_ptx, tmp_path):
     from numba import cuda, types
     from anant_fast.kernels import gpu
     ints, u64 = _array(np.int64, 1), types.uint64
     arrays = types.Tuple([_array(np.float64, 3), ints, ints, _array(np.int64, 2)])
     ptx, _ = cuda.compile_ptx(gpu._collapse_kernel(8).py_func, (arrays, u64, u64, u64, ints), cc=CC)
     assert "fma.rn.f64" in ptx  # the probabilities are fused explicitly, as on the CPU
+    assert_assembles(ptx, tmp_path)
     arrays = types.Tuple([ints, ints, _array(np.int64, 2), _array(np.float64, 1), _array(np.int64, 2)])
     ptx, _ = cuda.compile_ptx(gpu._correlate_kernel().py_func, (arrays, u64, u64, u64), cc=CC)
-    assert ".entry" in ptx
+    assert_assembles(ptx, tmp_path)
 
 
-def test_fused_update_kernel_compiles_for_the_gpu(compile_ptx):
+def test_fused_update_kernel_compiles_for_the_gpu(compile_ptx, tmp_path):
     from numba import cuda, types
     from anant_fast.kernels import gpu
     f3, f2, i1 = _array(np.float64, 3), _array(np.float64, 2), _array(np.int64, 1)
     arrays = types.Tuple([f3, f3, f3, i1, f3, i1, f2, f3, f3, f3, f2, f2, _array(np.uint8, 1)])
     ptx, _ = cuda.compile_ptx(gpu._fused_kernel(4, 8).py_func, (arrays, types.boolean, i1), cc=CC)
-    assert ".entry" in ptx
+    assert_assembles(ptx, tmp_path)
 
 
-def test_mahalanobis_kernel_compiles_for_the_gpu(compile_ptx):
+def test_mahalanobis_kernel_compiles_for_the_gpu(compile_ptx, tmp_path):
     from numba import cuda, types
     from anant_fast.kernels import gpu
     f1, f2 = _array(np.float64, 1), _array(np.float64, 2)
     ptx, _ = cuda.compile_ptx(gpu._mahalanobis_kernel(16).py_func, (types.Tuple([f2, f1, f2, f1]),), cc=CC)
-    assert ".entry" in ptx
+    assert_assembles(ptx, tmp_path)
 
 
 @pytest.mark.parametrize("model", [metrics.Sphere(2),
                                    metrics.LocalDiagonal(np.random.default_rng(1).normal(size=(50, 2)), 1.0)],
                          ids=repr)
-def test_geodesic_kernel_compiles_for_the_gpu(model, compile_ptx):
+def test_geodesic_kernel_compiles_for_the_gpu(model, compile_ptx, tmp_path):
     from numba import cuda, types, typeof
     from anant_fast.kernels import gpu
     f1, f2, f3, i1 = (_array(np.float64, 1), _array(np.float64, 2), _array(np.float64, 3),
@@ -125,4 +193,4 @@ def test_geodesic_kernel_compiles_for_the_gpu(model, compile_ptx):
     arrays = types.Tuple([f2, f2, f2, f1, f3, i1, i1, f1])
     ptx, _ = cuda.compile_ptx(gpu._follow_kernel(2).py_func, (record, arrays, types.int64, types.int64,
                               types.float64, types.float64, types.int64), cc=CC)
-    assert ".entry" in ptx
+    assert_assembles(ptx, tmp_path)
