@@ -37,9 +37,13 @@ def _prefetch(typingctx, a, i):
 
 @njit(**INLINE_JIT)
 def prefetch_rows(a, lo, hi):
-    """Prefetch the rows ``[lo, hi)`` (clipped to the array) of the C-contiguous 2-D array ``a``,
-    one hint per cache line."""
-    hi = min(hi, a.shape[0])
+    """Prefetch the rows ``[lo, hi)`` (clipped to the array) of the C-contiguous 2-D array ``a``:
+    one hint per cache line-sized step, and one for the last element (the rows need not start on
+    a line boundary)."""
+    lo, hi = max(lo, 0), min(hi, a.shape[0])
+    if lo >= hi:
+        return
     step = max(1, LINE_BYTES // a.itemsize)
     for f in range(lo * a.shape[1], hi * a.shape[1], step):
         _prefetch(a, f)
+    _prefetch(a, hi * a.shape[1] - 1)
