@@ -13,7 +13,8 @@ from numba.extending import intrinsic
 from .config import INLINE_JIT
 
 LINE_BYTES = 64
-"""Cache line size of the x86-64 and ARM64 processors this library targets."""
+"""Cache line size of x86-64 and most ARM64 cores (Apple's are 128 bytes: there a hint per 64
+bytes only repeats itself)."""
 
 
 @intrinsic
