@@ -38,9 +38,10 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
     """Per block ``b = first + k`` (``k < len(weight)``) of the ``n_blocks`` row blocks of ``X``: total
     weight, weighted mean and co-moment ``Σ w (x − mean_b)(x − mean_b)ᵀ`` into row ``k`` of the
     outputs, from sums shifted by the block's first row (the shift keeps the cancellation in
-    ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``S1 = wᵀD`` and ``S2 = (w·D)ᵀD`` are BLAS
-    products over sub-blocks of the block's shifted rows ``D``, summed in order: the blocks are fixed
-    by ``n_blocks``, so every split of the work gives the same bits. ``w`` of length 0: unit weights."""
+    ``S2 − S1 S1ᵀ / W`` to the block's own spread). ``S1 = wᵀD`` is summed while the rows are
+    shifted; ``S2 = (w·D)ᵀD`` is BLAS products over sub-blocks of the shifted rows ``D``, summed in
+    order: the blocks are fixed by ``n_blocks``, so every split of the work gives the same bits.
+    ``w`` of length 0: unit weights."""
     N, d = X.shape
     unweighted = w.shape[0] == 0
     step = blas_rows(d * d, ROWS_PER_BLOCK)
@@ -53,22 +54,20 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
         S2[:, :] = 0.0
         D = np.empty((step, d))                          # shifted rows
         WD = D if unweighted else np.empty((step, d))  # weighted shifted rows
-        ones = np.ones(step if unweighted else 0)
-        s1, P = np.empty(d), np.empty((d, d))
+        P = np.empty((d, d))
         W = 0.0
         for a in range(lo, hi, step):
             n = min(hi, a + step) - a
             for r in range(n):
+                wr = 1.0 if unweighted else w[a + r]
+                W += wr
                 for i in range(d):
-                    D[r, i] = X[a + r, i] - shift[i]
-            wa = ones[:n] if unweighted else w[a:a + n]
-            if not unweighted:
-                for r in range(n):
+                    v = X[a + r, i] - shift[i]
+                    D[r, i] = v
+                    S1[i] += wr * v
+                if not unweighted:
                     for i in range(d):
-                        WD[r, i] = wa[r] * D[r, i]
-            W += wa.sum()
-            np.dot(wa, D[:n], s1)
-            S1 += s1
+                        WD[r, i] = wr * D[r, i]
             np.dot(WD[:n].T, D[:n], P)
             S2 += P
         weight[k] = W

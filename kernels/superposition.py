@@ -366,11 +366,12 @@ def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, coun
         bad = 0
         for g in range(G):
             stream = np.uint64(streams[g])
+            rows = psi[g]
             for j0 in range(lo, hi, CHUNK):
                 nb = min(CHUNK, hi - j0)
-                prefetch_rows(psi[g], j0 + CHUNK, min(hi, j0 + 2 * CHUNK))  # read during the draws
+                prefetch_rows(rows, j0 + CHUNK, min(hi, j0 + 2 * CHUNK))  # read during the draws
                 _draws(seed, step, stream, index, offset, j0, nb, u, v)
-                _probabilities(psi[g], j0, nb, P, total)
+                _probabilities(rows, j0, nb, P, total)
                 _born(P, total, S, nb, u, acc, below, last, outcome)
                 for e in range(nb):
                     out[g, j0 + e] = outcome[e]
