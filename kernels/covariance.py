@@ -3,34 +3,48 @@
 Moments are computed per fixed-size block of rows and merged exactly (Chan et al.): the result does
 not depend on the thread count or on how the blocks are split into shards. Their d x d work per row
 is BLAS on cache-resident sub-blocks, about twice as fast as the loops it replaced. The distances
-stay hand-written loops: a BLAS product's rounding of a row depends on the rows it is batched with,
-and a row's distance must not depend on the batch it is in.
+are hand-written register tiles (``simd``), not BLAS: a BLAS product's rounding of a row depends on
+the rows it is batched with, and a row's distance must not depend on the batch it is in.
 """
 import math
 
 import numpy as np
 from numba import njit, prange
 
-from .config import FMA_JIT, INLINE_JIT, JIT, PARALLEL_JIT, block_bounds
+from .config import INLINE_JIT, JIT, PARALLEL_JIT, block_bounds
 from .linalg import blas_rows
+from .prefetch import prefetch_span
+from .simd import WIDTH, fma, load, splat, sqrt, store
 from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
 
 ROWS_PER_PASS = 256
 """Rows of a block that the distance kernel takes at a time: their centred, transposed copy
-(``d x 256`` doubles, 32 KiB at d = 16; 36 KiB of scratch in all) stays in the L1 data cache of
-recent x86 cores (48 KiB here) across the sweeps over it (measured at 10^6 x 16: about 10% faster
-than sweeping the whole block)."""
+(``d x 256`` doubles, 32 KiB at d = 16) stays in the L1 data cache of recent x86 cores (48 KiB
+here) across the sweeps over it."""
+
+STRIDE = ROWS_PER_PASS + WIDTH
+"""Row stride of the transposed copies of a pass: one vector more than the pass, so that a column
+of them does not fall into one or two sets of the L1 cache (a power-of-two stride does)."""
+
+TILE = 8 * WIDTH
+"""Rows per register tile of the distance kernel: eight vectors, so eight independent FMA chains
+(two FMA units with a latency of four cycles need eight in flight)."""
 
 
-@njit(**JIT)
-def _centered_transpose(X, lo, hi, mu, Dt):
-    """``Dt[i, r] = X[lo + r, i] − mu[i]``: a block of rows, centred and transposed so that the
-    per-block products below run over contiguous rows (SIMD)."""
-    for r in range(hi - lo):
-        for i in range(X.shape[1]):
-            Dt[i, r] = X[lo + r, i] - mu[i]
+@njit(**INLINE_JIT)
+def _centered_transpose(X, lo, n, mu, Dt):
+    """``Dt[i·STRIDE + r] = X[lo + r, i] − mu[i]`` for ``r < n``, zero up to the next
+    multiple of ``TILE``: a pass of rows, centred and transposed so that the tiles below load
+    components of consecutive rows as vectors."""
+    for i in range(X.shape[1]):
+        m = mu[i]
+        row = i * STRIDE
+        for r in range(n):
+            Dt[row + r] = X[lo + r, i] - m
+        for r in range(n, -(-n // TILE) * TILE):
+            Dt[row + r] = 0.0
 
 
 @njit(**PARALLEL_JIT)
@@ -125,50 +139,82 @@ def mahalanobis_factor(covariance, eps):
     return G, np.ascontiguousarray(np.linalg.cholesky(G).T)
 
 
-@njit(**FMA_JIT)
+@njit(**PARALLEL_JIT)
 def mahalanobis_kernel(Y, mean, upper, n_blocks, out):
     """``out[m] = |upper (Y[m] − mean)|`` with ``upper = Lᵀ`` from the Cholesky factorisation of the
-    metric ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``."""
+    metric ``G = L Lᵀ``: the Mahalanobis distance ``sqrt((y − μ)ᵀ G (y − μ))``. Each row's arithmetic is
+    ``mahalanobis_row``'s (in a vector lane), whatever the block, pass or tile it falls in."""
     M, d = Y.shape
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, M)
-        Dt, acc, row = np.empty((d, ROWS_PER_PASS)), np.empty(ROWS_PER_PASS), np.empty(ROWS_PER_PASS)
+        Dt = np.empty(d * STRIDE)
+        tail = np.empty(TILE)
         for a in range(lo, hi, ROWS_PER_PASS):
-            mahalanobis_rows(Y, mean, upper, a, min(hi, a + ROWS_PER_PASS), Dt, acc, row, out)
+            n = min(hi, a + ROWS_PER_PASS) - a
+            _centered_transpose(Y, a, n, mean, Dt)
+            for r in range(0, n, TILE):
+                whole = n - r >= TILE
+                _distance_tile(Y, upper, Dt, r, (a + ROWS_PER_PASS + r) * d, out if whole else tail,
+                               a + r if whole else 0)
+                if not whole:
+                    out[a + r:a + n] = tail[:n - r]
 
 
 @njit(**INLINE_JIT)
-def mahalanobis_rows(Y, mean, upper, lo, hi, Dt, acc, row, out):
-    """``mahalanobis_kernel`` on the rows ``[lo, hi)``; scratch ``Dt (d, >= hi − lo)``, ``acc`` and
-    ``row (>= hi − lo,)``."""
+def _distance_tile(Y, upper, Dt, r, ahead, out, at):
+    """Distances of the ``TILE`` rows from column ``r`` of ``Dt`` into ``out[at:at + TILE]``: for each
+    component ``i`` of ``upper (y − μ)``, eight vectors of partial sums over ``j >= i``, then their
+    squares summed. Meanwhile the ``TILE`` rows from flat element ``ahead`` of ``Y`` on (the next
+    pass's) are prefetched, ``TILE`` elements per component, so that memory streams while the core
+    computes."""
     d = Y.shape[1]
-    _centered_transpose(Y, lo, hi, mean, Dt)
-    for r in range(hi - lo):
-        acc[r] = 0.0
-    # row = component i of upper (y − μ), four terms per sweep over the rows (a quarter of the loads
-    # and stores of row that one term per sweep costs), the last (d − i) % 4 terms one at a time
+    z = splat(0.0)
+    a0, a1, a2, a3, a4, a5, a6, a7 = z, z, z, z, z, z, z, z
     for i in range(d):
-        for r in range(hi - lo):
-            row[r] = 0.0
-        for j in range(i, d - 3, 4):
-            u0, u1, u2, u3 = upper[i, j], upper[i, j + 1], upper[i, j + 2], upper[i, j + 3]
-            t0, t1, t2, t3 = Dt[j], Dt[j + 1], Dt[j + 2], Dt[j + 3]
-            for r in range(hi - lo):
-                row[r] += u0 * t0[r] + u1 * t1[r] + u2 * t2[r] + u3 * t3[r]
-        for j in range(d - (d - i) % 4, d):
-            u = upper[i, j]
-            for r in range(hi - lo):
-                row[r] += u * Dt[j, r]
-        for r in range(hi - lo):
-            acc[r] += row[r] * row[r]
-    for r in range(hi - lo):
-        out[lo + r] = math.sqrt(acc[r])
+        prefetch_span(Y, ahead + i * TILE, ahead + (i + 1) * TILE)
+        s0, s1, s2, s3, s4, s5, s6, s7 = z, z, z, z, z, z, z, z
+        for j in range(i, d):
+            u = splat(upper[i, j])
+            p = j * STRIDE + r
+            s0 = fma(u, load(Dt, p), s0)
+            s1 = fma(u, load(Dt, p + WIDTH), s1)
+            s2 = fma(u, load(Dt, p + 2 * WIDTH), s2)
+            s3 = fma(u, load(Dt, p + 3 * WIDTH), s3)
+            s4 = fma(u, load(Dt, p + 4 * WIDTH), s4)
+            s5 = fma(u, load(Dt, p + 5 * WIDTH), s5)
+            s6 = fma(u, load(Dt, p + 6 * WIDTH), s6)
+            s7 = fma(u, load(Dt, p + 7 * WIDTH), s7)
+        a0, a1, a2, a3 = fma(s0, s0, a0), fma(s1, s1, a1), fma(s2, s2, a2), fma(s3, s3, a3)
+        a4, a5, a6, a7 = fma(s4, s4, a4), fma(s5, s5, a5), fma(s6, s6, a6), fma(s7, s7, a7)
+    store(out, at, sqrt(a0))
+    store(out, at + WIDTH, sqrt(a1))
+    store(out, at + 2 * WIDTH, sqrt(a2))
+    store(out, at + 3 * WIDTH, sqrt(a3))
+    store(out, at + 4 * WIDTH, sqrt(a4))
+    store(out, at + 5 * WIDTH, sqrt(a5))
+    store(out, at + 6 * WIDTH, sqrt(a6))
+    store(out, at + 7 * WIDTH, sqrt(a7))
+
+
+@njit(**INLINE_JIT)
+def mahalanobis_row(Y, mean, upper, m):
+    """The distance of row ``m`` alone, by ``mahalanobis_kernel``'s sums in its order (the GPU's
+    kernel; there the compiler decides which products it fuses into FMAs)."""
+    d = Y.shape[1]
+    total = 0.0
+    for i in range(d):
+        s = 0.0
+        for j in range(i, d):
+            s += upper[i, j] * (Y[m, j] - mean[j])
+        total += s * s
+    return math.sqrt(total)
 
 
 def mahalanobis(Y, mean, upper):
     """Mahalanobis distances ``(M,)`` of prepared ``Y (M, d)`` (see ``mahalanobis_kernel``)."""
     out = np.empty(len(Y))
-    mahalanobis_kernel(readonly(Y), readonly(mean), readonly(upper), moment_blocks(len(Y)), out)
+    mahalanobis_kernel(readonly(np.ascontiguousarray(Y)), readonly(mean), readonly(upper),
+                       moment_blocks(len(Y)), out)
     return out
 
 

@@ -482,15 +482,14 @@ def fused_update(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, outputs, flags):
 # --- Mahalanobis distances (the GPU twin of covariance.mahalanobis_kernel) -------------------------
 
 @functools.lru_cache(maxsize=None)
-def _mahalanobis_kernel(d):
-    from .covariance import mahalanobis_rows
+def _mahalanobis_kernel():
+    from .covariance import mahalanobis_row
 
     def kernel(arrays):
         Y, mean, upper, out = arrays
         m = cuda.grid(1)
         if m < Y.shape[0]:
-            mahalanobis_rows(Y, mean, upper, m, m + 1, cuda.local.array((d, 1), float64),
-                             cuda.local.array(1, float64), cuda.local.array(1, float64), out)
+            out[m] = mahalanobis_row(Y, mean, upper, m)
     return cuda.jit(kernel)
 
 
@@ -498,7 +497,7 @@ def mahalanobis(Y, mean, upper):
     """``covariance.mahalanobis`` on the GPU: distances ``(M,)`` of ``Y (M, d)`` (NumPy, sent in
     chunks of rows, or a GPU array: then the distances stay on the GPU)."""
     M, d = Y.shape
-    kernel = _mahalanobis_kernel(d)
+    kernel = _mahalanobis_kernel()
     mean_d, upper_d = cuda.to_device(mean), cuda.to_device(upper)
     if is_device_array(Y):
         out = cuda.device_array(M)

@@ -110,6 +110,19 @@ def test_mahalanobis_and_outliers():
     np.testing.assert_array_equal(model.outliers(X[:100], z=50.0), [])
 
 
+@pytest.mark.parametrize("N, d", [(1, 1), (31, 3), (300, 17), (700, 33)])
+def test_mahalanobis_of_any_size_and_layout(N, d):
+    from anant_fast.kernels.covariance import mahalanobis_row
+
+    X = rng.normal(size=(N + 60, d)) @ rng.normal(size=(d, d)) + 100.0
+    model = metrics.Covariance(X)
+    Y = np.asfortranarray(X[:N])   # partial tiles, several passes, d past a tile's width, any layout
+    m = model.mahalanobis(Y)
+    np.testing.assert_allclose(m, naive.mahalanobis(Y, model.mean, model.G), rtol=1e-9)
+    one_row = [mahalanobis_row(Y, model.mean, model._upper, k) for k in range(N)]  # the GPU's
+    np.testing.assert_allclose(m, one_row, rtol=1e-13)
+
+
 @given(st.lists(st.floats(-1e6, 1e6) | st.just(float("nan")), max_size=60),
        st.floats(0.1, 4.0))
 def test_zscore_outliers_is_the_numpy_rule(values, z):

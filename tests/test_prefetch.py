@@ -4,12 +4,13 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from anant_fast.kernels.prefetch import _prefetch, prefetch_rows
+from anant_fast.kernels.prefetch import _prefetch, elements_per_line, prefetch_rows, prefetch_span
 
 
 @njit(cache=False)
 def _prefetch_then_sum(a, lo, hi):
     prefetch_rows(a, lo, hi)
+    prefetch_span(a, lo * 3, hi * 3)
     return a.sum()
 
 
@@ -39,3 +40,11 @@ def test_hints_outside_the_array_are_harmless():
 def test_prefetch_rejects_arrays_it_cannot_address_flat():
     with pytest.raises(TypingError, match="_prefetch"):
         _prefetch_then_sum(np.ones((4, 6))[:, ::2], 0, 2)
+
+
+@pytest.mark.parametrize("dtype, per_line", [(np.float64, 8), (np.float32, 16), (np.int8, 64),
+                                             (np.complex128, 4)])
+def test_elements_per_line_is_the_same_compiled_and_in_python(dtype, per_line):
+    a = np.zeros(3, dtype)
+    assert elements_per_line(a) == per_line
+    assert njit(cache=False)(lambda a: elements_per_line(a))(a) == per_line

@@ -174,7 +174,7 @@ def test_mahalanobis_kernel_compiles_for_the_gpu(compile_ptx, tmp_path):
     from numba import cuda, types
     from anant_fast.kernels import gpu
     f1, f2 = _array(np.float64, 1), _array(np.float64, 2)
-    ptx, _ = cuda.compile_ptx(gpu._mahalanobis_kernel(16).py_func, (types.Tuple([f2, f1, f2, f1]),), cc=CC)
+    ptx, _ = cuda.compile_ptx(gpu._mahalanobis_kernel().py_func, (types.Tuple([f2, f1, f2, f1]),), cc=CC)
     assert_assembles(ptx, tmp_path)
 
 
