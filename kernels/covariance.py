@@ -220,12 +220,59 @@ def mahalanobis(Y, mean, upper):
 
 def zscore_outliers(m, z):
     """Indices where ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``); none
-    when every ``m`` is equal (or there is none). The arithmetic of ``np.abs(m − m.mean()) >
-    z * m.std()``, in one compiled pass instead of three NumPy temporaries."""
-    std = m.std() if m.size else 0.0
+    when every ``m`` is equal (or there is none). Bit for bit ``np.abs(m − m.mean()) > z * m.std()``
+    for a 1-D float64 ``m``: NumPy's own pairwise sums, compiled, without its temporaries."""
+    m = readonly(np.ascontiguousarray(m, dtype=np.float64))
+    n = m.size
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    mean = _pairwise_sum(m, 0, n, 0.0, False) / n
+    std = math.sqrt(_pairwise_sum(m, 0, n, mean, True) / n)
     if std == 0:
         return np.empty(0, dtype=np.int64)
-    return _beyond(readonly(m), m.mean(), z * std)
+    return _beyond(m, mean, z * std)
+
+
+@njit(**JIT)
+def _pairwise_sum(a, lo, n, centre, squares):
+    """NumPy's pairwise sum (``np.add.reduce`` of a contiguous float64 array, same rounding) of
+    ``a[lo:lo + n]``, or of ``(a[lo:lo + n] − centre)²`` when ``squares`` (``np.var``'s sum): eight
+    running sums over blocks of up to 128 terms, halves (multiples of 8) summed recursively."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += _term(a[i], centre, squares)
+        return res
+    if n <= 128:
+        r0, r1 = _term(a[lo], centre, squares), _term(a[lo + 1], centre, squares)
+        r2, r3 = _term(a[lo + 2], centre, squares), _term(a[lo + 3], centre, squares)
+        r4, r5 = _term(a[lo + 4], centre, squares), _term(a[lo + 5], centre, squares)
+        r6, r7 = _term(a[lo + 6], centre, squares), _term(a[lo + 7], centre, squares)
+        for i in range(lo + 8, lo + n - n % 8, 8):
+            r0 += _term(a[i], centre, squares)
+            r1 += _term(a[i + 1], centre, squares)
+            r2 += _term(a[i + 2], centre, squares)
+            r3 += _term(a[i + 3], centre, squares)
+            r4 += _term(a[i + 4], centre, squares)
+            r5 += _term(a[i + 5], centre, squares)
+            r6 += _term(a[i + 6], centre, squares)
+            r7 += _term(a[i + 7], centre, squares)
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(lo + n - n % 8, lo + n):
+            res += _term(a[i], centre, squares)
+        return res
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(a, lo, half, centre, squares) + _pairwise_sum(a, lo + half, n - half, centre, squares)
+
+
+@njit(**INLINE_JIT)
+def _term(x, centre, squares):
+    """``x``, or ``(x − centre)²`` rounded as NumPy's ``(x − centre) * (x − centre)``."""
+    if squares:
+        d = x - centre
+        return d * d
+    return x
 
 
 @njit(**JIT)
