@@ -34,7 +34,7 @@ FMA_JIT = dict(PARALLEL_JIT, fastmath={"contract"})
 """``PARALLEL_JIT`` letting LLVM fuse ``a * b + c`` into one FMA instruction (one rounding instead of
 two; no ``nnan``/``ninf``): for the dense multiply-add loops of the superposition update and the
 Mahalanobis distances, 5-15% faster here (the co-moments are BLAS products). Not for the collapse,
-whose outcomes must match the GPU's bit for bit (it rounds through an explicit ``linalg.fma``)."""
+whose outcomes must match the GPU's bit for bit (it rounds through an explicit ``simd.fma``)."""
 
 BLOCKS_PER_THREAD = 4
 """Blocks of points per Numba thread: enough to balance uneven per-point work."""

@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 from numba import float64
+from numba.extending import overload
 
 from . import batch
 from . import metric as km
@@ -28,11 +29,13 @@ from .connection import christoffel_point
 from .curvature import ricci_point, scalar_point, sectional_point
 from .geodesic import EXP
 from .linalg import spd_inverse
+from .superposition import complex_product
 from .target import cuda_module, is_device_array, simulated
 
 cuda = cuda_module()
 if not simulated():
     km.register_target("cuda")
+    overload(complex_product, target="cuda")(lambda Ur, Ui, T, X, nb: complex_product)  # per entity
 
 THREADS = 16 if simulated() else 128
 """Threads per block (the simulator runs each thread as a Python thread: keep its blocks small)."""

@@ -6,27 +6,9 @@ allocate nothing and work on caller-owned buffers.
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from .config import INLINE_JIT, JIT
-
-
-@intrinsic(target="generic")
-def fma(typingctx, a, b, c):
-    """``a * b + c`` rounded once (IEEE fused multiply-add), the same bits on the CPU and on a GPU.
-
-    A CUDA compiler fuses ``x * x + y * y`` into an FMA on its own, and a CPU compiler without
-    fast-math does not: where results must agree to the bit across targets (the Born-rule collapse),
-    the fusion is written out."""
-    if all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
-        def codegen(context, builder, signature, args):
-            d = ir.DoubleType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
-            return builder.call(fn, [context.cast(builder, v, t, types.float64)
-                                     for v, t in zip(args, signature.args)])
-        return types.float64(a, b, c), codegen
 
 
 BLAS_THREADING_WORK = 1 << 17

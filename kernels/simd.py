@@ -5,8 +5,10 @@ independent multiply-add chains over a tile of rows, the tile's partial sums in 
 written as plain loops. These intrinsics hand a kernel LLVM vector values directly: ``load`` and
 ``store`` of ``WIDTH`` consecutive elements, ``splat`` of a scalar, ``fma`` (one rounding) and
 ``sqrt``. Every operation is IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's
-result is bitwise its scalar twin's and never depends on the lane its data falls in. CPU only;
-where vectors are narrower (SSE, NEON) LLVM splits each operation.
+result is bitwise its scalar twin's and never depends on the lane its data falls in. Vectors are
+CPU only; where they are narrower (SSE, NEON) LLVM splits each operation. ``fma``, ``add``,
+``lanes`` and ``store`` also take floats, on any target (the GPU included): one body, given a float
+or a vector ``zero`` to start from, then computes one entity or a vector of them.
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -49,20 +51,25 @@ class _VectorModel(models.PrimitiveModel):
 
 
 def _flat_float64(a):
-    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float64
+    return isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float64
 
 
-def _address(context, builder, array_type, array, index_type, index):
-    """Pointer to element ``index`` of a 1-D float64 array, as a pointer to a vector."""
+def _address(context, builder, array_type, array, index_type, index, pointee=_VECTOR):
+    """Pointer to flat element ``index`` of a C-contiguous float64 array, as a pointer to
+    ``pointee`` (a vector, or a double)."""
     data = context.make_array(array_type)(context, builder, array).data
     offset = context.cast(builder, index, index_type, types.intp)
-    return builder.bitcast(builder.gep(data, [offset]), _VECTOR.as_pointer())
+    return builder.bitcast(builder.gep(data, [offset]), pointee.as_pointer())
+
+
+def _real(t):
+    return isinstance(t, (types.Float, types.Integer))
 
 
 @intrinsic
 def load(typingctx, a, i):
-    """Elements ``i .. i + WIDTH − 1`` of the 1-D C-contiguous float64 array ``a`` (no bounds check:
-    the caller keeps ``0 <= i <= a.size − WIDTH``)."""
+    """Flat elements ``i .. i + WIDTH − 1`` of the C-contiguous float64 array ``a`` (no bounds
+    check: the caller keeps ``0 <= i <= a.size − WIDTH``)."""
     if _flat_float64(a) and isinstance(i, types.Integer):
         def codegen(context, builder, signature, args):
             return builder.load(_address(context, builder, signature.args[0], args[0],
@@ -70,13 +77,31 @@ def load(typingctx, a, i):
         return float64xW(a, i), codegen
 
 
-@intrinsic
-def store(typingctx, a, i, v):
-    """Write the vector ``v`` to elements ``i .. i + WIDTH − 1`` of ``a`` (as ``load``)."""
-    if _flat_float64(a) and a.mutable and isinstance(i, types.Integer) and v == float64xW:
+@intrinsic(target="generic")
+def lanes(typingctx, a, i, like):
+    """``load(a, i)`` when ``like`` is a vector, the element ``a.flat[i]`` when it is a float: lets
+    one body serve a vector of entities and a single one (on any target)."""
+    if _flat_float64(a) and isinstance(i, types.Integer) and (like == float64xW or _real(like)):
+        pointee = _VECTOR if like == float64xW else ir.DoubleType()
+
         def codegen(context, builder, signature, args):
-            builder.store(args[2], _address(context, builder, signature.args[0], args[0],
-                                            signature.args[1], args[1]), align=8)
+            return builder.load(_address(context, builder, signature.args[0], args[0],
+                                         signature.args[1], args[1], pointee), align=8)
+        return (float64xW if like == float64xW else types.float64)(a, i, like), codegen
+
+
+@intrinsic(target="generic")
+def store(typingctx, a, i, v):
+    """Write the vector ``v`` to flat elements ``i .. i + WIDTH − 1`` of ``a`` (as ``load``), or the
+    float ``v`` to element ``i``."""
+    if _flat_float64(a) and a.mutable and isinstance(i, types.Integer) and (v == float64xW or _real(v)):
+        pointee = _VECTOR if v == float64xW else ir.DoubleType()
+
+        def codegen(context, builder, signature, args):
+            value = args[2] if v == float64xW else context.cast(builder, args[2], signature.args[2],
+                                                                 types.float64)
+            builder.store(value, _address(context, builder, signature.args[0], args[0],
+                                          signature.args[1], args[1], pointee), align=8)
             return context.get_dummy_value()
         return types.void(a, i, v), codegen
 
@@ -86,10 +111,7 @@ def splat(typingctx, x):
     """The vector with every lane ``x`` (a real scalar, converted to float64)."""
     if isinstance(x, (types.Float, types.Integer)):
         def codegen(context, builder, signature, args):
-            value = context.cast(builder, args[0], signature.args[0], types.float64)
-            lane0 = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.IntType(32)(0))
-            zeros = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
-            return builder.shuffle_vector(lane0, ir.Constant(_VECTOR, ir.Undefined), zeros)
+            return _splat(builder, context.cast(builder, args[0], signature.args[0], types.float64))
         return float64xW(x), codegen
 
 
@@ -100,12 +122,40 @@ def _vector_call(builder, name, args):
     return builder.call(fn, args)
 
 
-@intrinsic
+def _splat(builder, value):
+    lane0 = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.IntType(32)(0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
+    return builder.shuffle_vector(lane0, ir.Constant(_VECTOR, ir.Undefined), zeros)
+
+
+@intrinsic(target="generic")
 def fma(typingctx, a, b, c):
-    """``a·b + c`` lane by lane, with a single rounding."""
-    if a == b == c == float64xW:
-        return float64xW(a, b, c), lambda context, builder, signature, args: _vector_call(
-            builder, "fma", args)
+    """``a·b + c`` rounded once (IEEE fused multiply-add). Real scalars: a float64, the same bits on
+    the CPU and on a GPU (a CUDA compiler fuses ``x * x + y * y`` on its own, a CPU compiler without
+    fast-math does not: where results must agree to the bit across targets, the fusion is written
+    out). With a vector among them: lane by lane, scalars splat to every lane."""
+    operands = (a, b, c)
+    if all(_real(t) for t in operands):
+        def codegen(context, builder, signature, args):
+            d = ir.DoubleType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
+            return builder.call(fn, [context.cast(builder, v, t, types.float64)
+                                     for v, t in zip(args, signature.args)])
+        return types.float64(a, b, c), codegen
+    if float64xW in operands and all(t == float64xW or _real(t) for t in operands):
+        def codegen(context, builder, signature, args):
+            return _vector_call(builder, "fma", [
+                v if t == float64xW else _splat(builder, context.cast(builder, v, t, types.float64))
+                for v, t in zip(args, signature.args)])
+        return float64xW(a, b, c), codegen
+
+
+@intrinsic(target="generic")
+def add(typingctx, a, b):
+    """``a + b``, lane by lane for vectors."""
+    if a == b == float64xW or a == b == types.float64:
+        return (float64xW if a == float64xW else types.float64)(a, b), \
+            lambda context, builder, signature, args: builder.fadd(*args)
 
 
 @intrinsic

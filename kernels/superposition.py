@@ -18,11 +18,12 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from .config import FMA_JIT, INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
-from .linalg import fma
 from .prefetch import prefetch_rows
 from .random import uniform_pair
+from .simd import WIDTH, add, fma, lanes, splat, store
 from .target import is_device_array, resolve as resolve_target
 from .validation import as_real_array, check_finite, readonly
 
@@ -38,8 +39,9 @@ CHUNK = 64
 scratch (row ``2a`` the real part of state ``a``, row ``2a + 1`` its imaginary part), so that
 their inner loops run over entities and vectorise whatever ``S``."""
 
-BLOCK = 4
-"""Side of the blocks of ``U`` in the matrix-vector product; states are zero-padded to a multiple."""
+BLOCK = 2
+"""States taken together in the matrix-vector product (``product_lanes``); states are zero-padded
+to a multiple."""
 
 
 @njit(**INLINE_JIT)
@@ -75,42 +77,51 @@ def _scatter(X, j0, nb, dst):
 
 
 @njit(**INLINE_JIT)
-def _matvec(Ur, Ui, T, X, nb):
-    """``x[:, e] = U t[:, e]`` for ``e < nb``, on interleaved rows; ``U = Ur + i Ui`` is
-    ``(Sp, Sp)``, ``Sp`` a multiple of 4, and ``T``, ``X`` have ``2 Sp`` rows.
-
-    Works on 4 x 4 blocks of ``U``: 32 coefficients in registers, 8 accumulator rows updated once
-    per 4 input states, the loop over entities vectorised.
-    """
+def product_lanes(Ur, Ui, T, X, e, zero):
+    """``X[:, e] = U T[:, e]`` on interleaved rows, for column ``e`` (``zero`` a float) or the
+    columns ``e .. e + WIDTH − 1`` (``zero`` a vector) of the C-contiguous scratch ``T``, ``X
+    (2 Sp, n)``; ``U = Ur + i Ui`` is ``(Sp, Sp)``, ``Sp`` even. Two output states at a time; each of
+    their real and imaginary sums runs as two FMA chains (over even and odd input states) added at
+    the end: eight independent chains."""
     Sp = Ur.shape[0]
-    for a in range(0, Sp, BLOCK):
-        x0r, x0i, x1r, x1i = X[2 * a], X[2 * a + 1], X[2 * a + 2], X[2 * a + 3]
-        x2r, x2i, x3r, x3i = X[2 * a + 4], X[2 * a + 5], X[2 * a + 6], X[2 * a + 7]
-        for e in range(nb):
-            x0r[e] = x1r[e] = x2r[e] = x3r[e] = 0.0
-            x0i[e] = x1i[e] = x2i[e] = x3i[e] = 0.0
-        for c in range(0, Sp, BLOCK):
-            t0, s0, t1, s1 = T[2 * c], T[2 * c + 1], T[2 * c + 2], T[2 * c + 3]
-            t2, s2, t3, s3 = T[2 * c + 4], T[2 * c + 5], T[2 * c + 6], T[2 * c + 7]
-            r00, r01, r02, r03 = Ur[a, c], Ur[a, c + 1], Ur[a, c + 2], Ur[a, c + 3]
-            r10, r11, r12, r13 = Ur[a + 1, c], Ur[a + 1, c + 1], Ur[a + 1, c + 2], Ur[a + 1, c + 3]
-            r20, r21, r22, r23 = Ur[a + 2, c], Ur[a + 2, c + 1], Ur[a + 2, c + 2], Ur[a + 2, c + 3]
-            r30, r31, r32, r33 = Ur[a + 3, c], Ur[a + 3, c + 1], Ur[a + 3, c + 2], Ur[a + 3, c + 3]
-            i00, i01, i02, i03 = Ui[a, c], Ui[a, c + 1], Ui[a, c + 2], Ui[a, c + 3]
-            i10, i11, i12, i13 = Ui[a + 1, c], Ui[a + 1, c + 1], Ui[a + 1, c + 2], Ui[a + 1, c + 3]
-            i20, i21, i22, i23 = Ui[a + 2, c], Ui[a + 2, c + 1], Ui[a + 2, c + 2], Ui[a + 2, c + 3]
-            i30, i31, i32, i33 = Ui[a + 3, c], Ui[a + 3, c + 1], Ui[a + 3, c + 2], Ui[a + 3, c + 3]
-            for e in range(nb):
-                a0, a1, a2, a3 = t0[e], t1[e], t2[e], t3[e]
-                b0, b1, b2, b3 = s0[e], s1[e], s2[e], s3[e]
-                x0r[e] += r00 * a0 - i00 * b0 + r01 * a1 - i01 * b1 + r02 * a2 - i02 * b2 + r03 * a3 - i03 * b3
-                x0i[e] += r00 * b0 + i00 * a0 + r01 * b1 + i01 * a1 + r02 * b2 + i02 * a2 + r03 * b3 + i03 * a3
-                x1r[e] += r10 * a0 - i10 * b0 + r11 * a1 - i11 * b1 + r12 * a2 - i12 * b2 + r13 * a3 - i13 * b3
-                x1i[e] += r10 * b0 + i10 * a0 + r11 * b1 + i11 * a1 + r12 * b2 + i12 * a2 + r13 * b3 + i13 * a3
-                x2r[e] += r20 * a0 - i20 * b0 + r21 * a1 - i21 * b1 + r22 * a2 - i22 * b2 + r23 * a3 - i23 * b3
-                x2i[e] += r20 * b0 + i20 * a0 + r21 * b1 + i21 * a1 + r22 * b2 + i22 * a2 + r23 * b3 + i23 * a3
-                x3r[e] += r30 * a0 - i30 * b0 + r31 * a1 - i31 * b1 + r32 * a2 - i32 * b2 + r33 * a3 - i33 * b3
-                x3i[e] += r30 * b0 + i30 * a0 + r31 * b1 + i31 * a1 + r32 * b2 + i32 * a2 + r33 * b3 + i33 * a3
+    n = T.shape[1]
+    for a in range(0, Sp, 2):
+        r0 = i0 = r1 = i1 = q0 = p0 = q1 = p1 = zero
+        for c in range(0, Sp, 2):
+            t0, s0 = lanes(T, 2 * c * n + e, zero), lanes(T, (2 * c + 1) * n + e, zero)
+            t1, s1 = lanes(T, (2 * c + 2) * n + e, zero), lanes(T, (2 * c + 3) * n + e, zero)
+            r0 = fma(-Ui[a, c], s0, fma(Ur[a, c], t0, r0))
+            i0 = fma(Ui[a, c], t0, fma(Ur[a, c], s0, i0))
+            r1 = fma(-Ui[a + 1, c], s0, fma(Ur[a + 1, c], t0, r1))
+            i1 = fma(Ui[a + 1, c], t0, fma(Ur[a + 1, c], s0, i1))
+            q0 = fma(-Ui[a, c + 1], s1, fma(Ur[a, c + 1], t1, q0))
+            p0 = fma(Ui[a, c + 1], t1, fma(Ur[a, c + 1], s1, p0))
+            q1 = fma(-Ui[a + 1, c + 1], s1, fma(Ur[a + 1, c + 1], t1, q1))
+            p1 = fma(Ui[a + 1, c + 1], t1, fma(Ur[a + 1, c + 1], s1, p1))
+        store(X, 2 * a * n + e, add(r0, q0))
+        store(X, (2 * a + 1) * n + e, add(i0, p0))
+        store(X, (2 * a + 2) * n + e, add(r1, q1))
+        store(X, (2 * a + 3) * n + e, add(i1, p1))
+
+
+def complex_product(Ur, Ui, T, X, nb):
+    """``x[:, e] = U t[:, e]`` for ``e < nb`` (``product_lanes``), one entity at a time: the GPU's
+    (``gpu.py`` registers it for CUDA, a thread per entity). CPU kernels compile the overload
+    below, over vectors of ``WIDTH`` entities with the same arithmetic lane by lane."""
+    for e in range(nb):
+        product_lanes(Ur, Ui, T, X, e, 0.0)
+
+
+@overload(complex_product, target="cpu")
+def _complex_product_cpu(Ur, Ui, T, X, nb):
+    def vectors(Ur, Ui, T, X, nb):
+        n = X.shape[1]
+        whole = min(n - n % WIDTH, -(-nb // WIDTH) * WIDTH)   # lanes past nb: unused scratch
+        for e in range(0, whole, WIDTH):
+            product_lanes(Ur, Ui, T, X, e, splat(0.0))
+        for e in range(whole, nb):
+            product_lanes(Ur, Ui, T, X, e, 0.0)
+    return vectors
 
 
 @njit(**INLINE_JIT)
@@ -255,7 +266,7 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
         m = lik_of[g]
         if k >= 0:
             _gather(psi[g], j0, nb, T)
-            _matvec(Ur[k], Ui[k], T, x, nb)
+            complex_product(Ur[k], Ui[k], T, x, nb)
         else:
             _gather(psi[g], j0, nb, x)
         if m >= 0:

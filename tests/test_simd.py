@@ -5,7 +5,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from anant_fast.kernels import simd
-from anant_fast.kernels.simd import WIDTH, fma, load, splat, sqrt, store
+from anant_fast.kernels.simd import WIDTH, add, fma, lanes, load, splat, sqrt, store
 
 rng = np.random.default_rng(7)
 
@@ -63,9 +63,9 @@ def test_splat_fills_every_lane(x):
     np.testing.assert_array_equal(out, [0.0] + [float(x)] * WIDTH + [0.0])
 
 
-def test_vectors_need_flat_contiguous_writable_float64_arrays():
+def test_vectors_need_contiguous_writable_float64_arrays():
     out = np.empty(8)
-    for bad in (np.ones((2, 4)), np.ones(8, np.float32), np.ones(16)[::2]):
+    for bad in (np.ones((4, 2), order="F"), np.ones(8, np.float32), np.ones(16)[::2]):
         with pytest.raises(TypingError):
             _sqrt_lanes(bad, out)
     read_only = np.empty(8)
@@ -83,3 +83,27 @@ def test_width_follows_the_compile_target(monkeypatch):
     monkeypatch.setattr(simd.config, "CPU_FEATURES", None)
     monkeypatch.setattr(simd.config, "CPU_NAME", "generic")
     assert simd._lanes() == 4
+
+
+@njit(cache=False)
+def _axpy_at(a, x, y, out, i, zero):
+    """out = a x + y + y at flat element i: one element (``zero`` a float) or a vector of them."""
+    store(out, i, add(fma(a, lanes(x, i, zero), lanes(y, i, zero)), lanes(y, i, zero)))
+
+
+@njit(cache=False)
+def _axpy(a, x, y, out, vectors):
+    for i in range(0, x.size, WIDTH if vectors else 1):
+        if vectors:
+            _axpy_at(a, x, y, out, i, splat(0.0))
+        else:
+            _axpy_at(a, x, y, out, i, 0.0)
+
+
+def test_scalar_and_vector_forms_of_one_body_give_the_same_bits():
+    x, y = rng.normal(size=(2, 3, 4 * WIDTH))   # 2-D C arrays: flat indexing
+    vector, scalar = np.empty_like(x), np.empty_like(x)
+    _axpy(1.0 / 3.0, x, y, vector, True)
+    _axpy(1.0 / 3.0, x, y, scalar, False)
+    np.testing.assert_array_equal(vector, scalar)
+    np.testing.assert_allclose(scalar, x / 3.0 + 2 * y, rtol=1e-15, atol=1e-15)

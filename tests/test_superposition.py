@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import numba
+from numba import njit
 import numpy as np
 import pytest
 from hypothesis import given
@@ -197,6 +198,27 @@ def test_collapse_is_the_documented_function_of_the_key(seed, key_seed, step, of
     psi = states(seed, (2, 7, 5))
     got = sp.collapse(psi, key_seed, step=step, offset=offset)
     np.testing.assert_array_equal(got, naive.collapse_outcomes(psi, key_seed, step, offset))
+
+
+@njit(cache=False)
+def _complex_product(Ur, Ui, T, X, nb):
+    sp.complex_product(Ur, Ui, T, X, nb)
+
+
+def test_complex_product_rounds_alike_in_vectors_and_one_entity_at_a_time():
+    """The CPU's vectors of entities and the per-entity form (the GPU's, and the CPU's on scratch
+    narrower than a vector) give the same bits, and the product is ``U t``."""
+    rng = np.random.default_rng(5)
+    Ur, Ui = rng.normal(size=(2, 6, 6))
+    T = rng.normal(size=(12, 64))
+    vectors = np.zeros((12, 64))
+    _complex_product(Ur, Ui, T, vectors, 61)
+    for e in range(61):
+        one = np.zeros((12, 1))
+        _complex_product(Ur, Ui, T[:, e:e + 1].copy(), one, 1)
+        np.testing.assert_array_equal(one[:, 0], vectors[:, e])
+    expected = (Ur + 1j * Ui) @ (T[0::2, :61] + 1j * T[1::2, :61])
+    np.testing.assert_allclose(vectors[0::2, :61] + 1j * vectors[1::2, :61], expected, rtol=1e-13)
 
 
 def test_state_updates_are_invariant_to_batches():
