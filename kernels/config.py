@@ -32,9 +32,9 @@ PARALLEL_JIT = dict(JIT, parallel=True)
 
 FMA_JIT = dict(PARALLEL_JIT, fastmath={"contract"})
 """``PARALLEL_JIT`` letting LLVM fuse ``a * b + c`` into one FMA instruction (one rounding instead of
-two; no ``nnan``/``ninf``): for the dense multiply-add loops of the superposition update and the
-Mahalanobis distances, 5-15% faster here (the co-moments are BLAS products). Not for the collapse,
-whose outcomes must match the GPU's bit for bit (it rounds through an explicit ``simd.fma``)."""
+two; no ``nnan``/``ninf``): for the mixing and renormalising loops of the superposition update,
+5-15% faster here. Kernels whose results must match the GPU's bit for bit (the collapse, the
+Mahalanobis distances, the unitary product) round through an explicit ``simd.fma`` instead."""
 
 BLOCKS_PER_THREAD = 4
 """Blocks of points per Numba thread: enough to balance uneven per-point work."""

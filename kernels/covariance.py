@@ -198,15 +198,15 @@ def _distance_tile(Y, upper, Dt, r, ahead, out, at):
 
 @njit(**INLINE_JIT)
 def mahalanobis_row(Y, mean, upper, m):
-    """The distance of row ``m`` alone, by ``mahalanobis_kernel``'s sums in its order (the GPU's
-    kernel; there the compiler decides which products it fuses into FMAs)."""
+    """The distance of row ``m`` alone, bit for bit ``mahalanobis_kernel``'s (its lanes' fused
+    multiply-adds in their order): the GPU's kernel, a thread per row."""
     d = Y.shape[1]
     total = 0.0
     for i in range(d):
         s = 0.0
         for j in range(i, d):
-            s += upper[i, j] * (Y[m, j] - mean[j])
-        total += s * s
+            s = fma(upper[i, j], Y[m, j] - mean[j], s)
+        total = fma(s, s, total)
     return math.sqrt(total)
 
 
@@ -221,7 +221,8 @@ def mahalanobis(Y, mean, upper):
 def zscore_outliers(m, z):
     """Indices where ``|m − mean(m)| / std(m) > z`` (Anant's ``detect_property_outliers``); none
     when every ``m`` is equal (or there is none). Bit for bit ``np.abs(m − m.mean()) > z * m.std()``
-    for a 1-D float64 ``m``: NumPy's own pairwise sums, compiled, without its temporaries."""
+    for a 1-D float64 ``m``: NumPy's own pairwise sums (its reduction order as of NumPy 2.4; a test
+    pins it bit for bit), compiled, without its temporaries."""
     m = readonly(np.ascontiguousarray(m, dtype=np.float64))
     n = m.size
     if n == 0:

@@ -9,6 +9,7 @@ next chunk's rows before computing on the current one overlaps the two. CPU only
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 from .config import INLINE_JIT
 
@@ -17,11 +18,11 @@ LINE_BYTES = 64
 bytes only repeats itself)."""
 
 
-def _hint(locality):
+def _hint(locality, name):
     """An intrinsic ``hint(a, i)``: element ``i`` of the flattened C-contiguous array ``a`` is read
     soon; fetch its line into the caches that LLVM's ``locality`` names (3: every level, 2: L2 and
-    beyond). No bounds check: a prefetch of any address is harmless."""
-    @intrinsic
+    beyond), named ``name`` in typing errors. No bounds check: a prefetch of any address is
+    harmless."""
     def hint(typingctx, a, i):
         if isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer):
             def codegen(context, builder, signature, args):
@@ -36,11 +37,12 @@ def _hint(locality):
                 builder.call(fn, [builder.bitcast(address, byte), i32(0), i32(locality), i32(1)])
                 return context.get_dummy_value()
             return types.void(a, i), codegen
-    return hint
+    hint.__name__ = hint.__qualname__ = name
+    return intrinsic(hint)
 
 
-_prefetch = _hint(3)
-_prefetch_l2 = _hint(2)
+_prefetch = _hint(3, "_prefetch")
+_prefetch_l2 = _hint(2, "_prefetch_l2")
 
 
 def elements_per_line(a):
@@ -50,7 +52,7 @@ def elements_per_line(a):
 
 @overload(elements_per_line, inline="always")
 def _elements_per_line(a):
-    step = max(1, LINE_BYTES * 8 // getattr(a.dtype, "bitwidth", 8 * LINE_BYTES))
+    step = max(1, LINE_BYTES // as_dtype(a.dtype).itemsize)
     return lambda a: step
 
 

@@ -80,11 +80,11 @@ def _scatter(X, j0, nb, dst):
 def product_lanes(Ur, Ui, T, X, e, zero):
     """``X[:, e] = U T[:, e]`` on interleaved rows, for column ``e`` (``zero`` a float) or the
     columns ``e .. e + WIDTH − 1`` (``zero`` a vector) of the C-contiguous scratch ``T``, ``X
-    (2 Sp, n)``; ``U = Ur + i Ui`` is ``(Sp, Sp)``, ``Sp`` even. Two output states at a time; each of
-    their real and imaginary sums runs as two FMA chains (over even and odd input states) added at
-    the end: eight independent chains."""
+    (2 Sp, n)`` (the same ``n``); ``U = Ur + i Ui`` is ``(Sp, Sp)``, ``Sp`` even. Two output states
+    at a time; each of their real and imaginary sums runs as two FMA chains (over even and odd input
+    states) added at the end: eight independent chains."""
     Sp = Ur.shape[0]
-    n = T.shape[1]
+    n = X.shape[1]
     for a in range(0, Sp, 2):
         r0 = i0 = r1 = i1 = q0 = p0 = q1 = p1 = zero
         for c in range(0, Sp, 2):
@@ -105,9 +105,11 @@ def product_lanes(Ur, Ui, T, X, e, zero):
 
 
 def complex_product(Ur, Ui, T, X, nb):
-    """``x[:, e] = U t[:, e]`` for ``e < nb`` (``product_lanes``), one entity at a time: the GPU's
-    (``gpu.py`` registers it for CUDA, a thread per entity). CPU kernels compile the overload
-    below, over vectors of ``WIDTH`` entities with the same arithmetic lane by lane."""
+    """``x[:, e] = U t[:, e]`` for ``e < nb`` (``product_lanes``; ``T`` and ``X`` of the same
+    shape), one entity at a time: the GPU's (``gpu.py`` registers it for CUDA, a thread per entity).
+    CPU kernels compile the overload below, over vectors of ``WIDTH`` entities with the same
+    arithmetic lane by lane; it also overwrites the scratch columns from ``nb`` to the end of the
+    last vector."""
     for e in range(nb):
         product_lanes(Ur, Ui, T, X, e, 0.0)
 

@@ -38,7 +38,7 @@ def test_hints_outside_the_array_are_harmless():
 
 
 def test_prefetch_rejects_arrays_it_cannot_address_flat():
-    with pytest.raises(TypingError, match="_prefetch"):
+    with pytest.raises(TypingError, match=r"_prefetch\(array\(float64, 2d, A\)"):
         _prefetch_then_sum(np.ones((4, 6))[:, ::2], 0, 2)
 
 

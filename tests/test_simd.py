@@ -1,4 +1,9 @@
 """Explicit SIMD vectors: each lane is IEEE arithmetic, bitwise its scalar twin."""
+import os
+import subprocess
+import sys
+
+import llvmlite.binding as llvm
 import numpy as np
 import pytest
 from numba import njit
@@ -45,11 +50,19 @@ def test_fma_rounds_once():
     np.testing.assert_array_equal(out, -(2.0 ** -60))
 
 
+@njit(cache=False)
+def _fma_scalars(a, b, c, out):
+    for i in range(a.size):
+        store(out, i, fma(a[i], b[i], c[i]))
+
+
 def test_fma_and_sqrt_match_the_scalar_results_lane_by_lane():
-    a, b, c = rng.normal(size=(3, 64))
-    out = np.empty(64)
+    a, b, c = rng.normal(size=(3, 64)) * 10.0 ** rng.uniform(-8, 8, (3, 64))
+    out, scalar = np.empty(64), np.empty(64)
     _fma_lanes(a, b, c, out)
-    np.testing.assert_allclose(out, a * b + c, rtol=1e-15, atol=1e-15)
+    _fma_scalars(a, b, c, scalar)
+    np.testing.assert_array_equal(out, scalar)
+    np.testing.assert_allclose(out, a * b + c, rtol=1e-12, atol=1e-300)
     x = np.concatenate([rng.uniform(0, 1e6, 60), [0.0, -0.0, np.inf, -1.0]])
     _sqrt_lanes(x, out)
     with np.errstate(invalid="ignore"):
@@ -107,3 +120,32 @@ def test_scalar_and_vector_forms_of_one_body_give_the_same_bits():
     _axpy(1.0 / 3.0, x, y, scalar, False)
     np.testing.assert_array_equal(vector, scalar)
     np.testing.assert_allclose(scalar, x / 3.0 + 2 * y, rtol=1e-15, atol=1e-15)
+
+
+_WIDTH_4 = """
+import sys
+import numpy as np
+from anant_fast import metrics
+from anant_fast.kernels import simd, superposition as sp
+rng = np.random.default_rng(3)
+X = rng.normal(size=(300, 7)) @ rng.normal(size=(7, 7))
+psi = rng.normal(size=(2, 200, 6)) + 1j * rng.normal(size=(2, 200, 6))
+U = np.linalg.qr(rng.normal(size=(6, 6)) + 1j * rng.normal(size=(6, 6)))[0]
+np.savez(sys.argv[1], width=simd.WIDTH, m=metrics.Covariance(X).mahalanobis(X), e=sp.evolve(psi, U))
+"""
+
+
+@pytest.mark.skipif(not {"avx2", "fma"} <= {k for k, v in llvm.get_host_cpu_features().items() if v},
+                    reason="needs an x86 core with AVX2 and FMA")
+def test_results_do_not_depend_on_the_vector_width(tmp_path):
+    """A cluster may mix AVX-512 and AVX2 nodes: distances and the unitary product come out the
+    same bits at 4 lanes (a process compiling for an AVX2 core) as at this machine's width."""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_CPU_FEATURES", None)
+    subprocess.run([sys.executable, "-c", _WIDTH_4, str(tmp_path / "w4.npz")], env=env, check=True)
+    narrow = np.load(tmp_path / "w4.npz")
+    assert narrow["width"] == 4
+    here = {}
+    exec(_WIDTH_4.replace("np.savez(sys.argv[1], ", "here.update("), {"here": here})
+    np.testing.assert_array_equal(here["m"], narrow["m"])
+    np.testing.assert_array_equal(here["e"], narrow["e"])
