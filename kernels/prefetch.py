@@ -12,6 +12,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from .config import INLINE_JIT
+from .simd import element_pointer
 
 LINE_BYTES = 64
 """Cache line size of x86-64 and most ARM64 cores (Apple's are 128 bytes: there a hint per 64
@@ -26,15 +27,14 @@ def _hint(locality, name):
     def hint(typingctx, a, i):
         if isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer):
             def codegen(context, builder, signature, args):
-                array = context.make_array(signature.args[0])(context, builder, args[0])
-                offset = context.cast(builder, args[1], signature.args[1], types.intp)
-                address = builder.gep(array.data, [offset])
-                byte = ir.IntType(8).as_pointer()
-                i32 = ir.IntType(32)
+                byte, i32 = ir.IntType(8), ir.IntType(32)
+                address = element_pointer(context, builder, signature.args[0], args[0],
+                                          signature.args[1], args[1], byte)
                 fn = builder.module.declare_intrinsic(
-                    "llvm.prefetch", [byte], ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]))
+                    "llvm.prefetch", [byte.as_pointer()],
+                    ir.FunctionType(ir.VoidType(), [byte.as_pointer(), i32, i32, i32]))
                 # read (0), the locality, data cache (1)
-                builder.call(fn, [builder.bitcast(address, byte), i32(0), i32(locality), i32(1)])
+                builder.call(fn, [address, i32(0), i32(locality), i32(1)])
                 return context.get_dummy_value()
             return types.void(a, i), codegen
     hint.__name__ = hint.__qualname__ = name
@@ -57,27 +57,35 @@ def _elements_per_line(a):
 
 
 @njit(**INLINE_JIT)
-def prefetch_rows(a, lo, hi):
-    """Prefetch the rows ``[lo, hi)`` (clipped to the array) of the C-contiguous 2-D array ``a``:
-    one hint per cache line-sized step, and one for the last element (the rows need not start on
-    a line boundary)."""
-    lo, hi = max(lo, 0), min(hi, a.shape[0])
-    if lo >= hi:
+def _hint_span(a, start, stop, everywhere):
+    """One hint per cache line-sized step of the flat elements ``[start, stop)`` (clipped) of the
+    C-contiguous array ``a``, and one for the last (the span need not start on a line boundary):
+    into every cache level when ``everywhere``, else into L2 and beyond."""
+    start, stop = max(start, 0), min(stop, a.size)
+    if start >= stop:
         return
-    for f in range(lo * a.shape[1], hi * a.shape[1], elements_per_line(a)):
-        _prefetch(a, f)
-    _prefetch(a, hi * a.shape[1] - 1)
+    for f in range(start, stop, elements_per_line(a)):
+        if everywhere:
+            _prefetch(a, f)
+        else:
+            _prefetch_l2(a, f)
+    if everywhere:
+        _prefetch(a, stop - 1)
+    else:
+        _prefetch_l2(a, stop - 1)
+
+
+@njit(**INLINE_JIT)
+def prefetch_rows(a, lo, hi):
+    """Prefetch the rows ``[lo, hi)`` (clipped to the array) of the C-contiguous 2-D array ``a``
+    into every cache level."""
+    _hint_span(a, lo * a.shape[1], hi * a.shape[1], True)
 
 
 @njit(**INLINE_JIT)
 def prefetch_span(a, start, stop):
     """Prefetch into L2 the elements ``[start, stop)`` (clipped) of the flattened C-contiguous array
-    ``a``, and the line of its last element. A kernel that prefetches a large read in small spans,
-    one per step of its compute, spreads the hints over the compute (a burst of hints overflows
-    the core's queue of outstanding misses, which drops them) and keeps its L1 working set."""
-    start, stop = max(start, 0), min(stop, a.size)
-    if start >= stop:
-        return
-    for f in range(start, stop, elements_per_line(a)):
-        _prefetch_l2(a, f)
-    _prefetch_l2(a, stop - 1)
+    ``a``. A kernel that prefetches a large read in small spans, one per step of its compute,
+    spreads the hints over the compute (a burst of hints overflows the core's queue of outstanding
+    misses, which drops them) and keeps its L1 working set."""
+    _hint_span(a, start, stop, False)

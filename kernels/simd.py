@@ -12,9 +12,11 @@ or a vector ``zero`` to start from, then computes one entity or a vector of them
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils, config
 from numba.extending import intrinsic, models, register_model
+
+from .config import INLINE_JIT
 
 
 def _lanes():
@@ -50,13 +52,13 @@ class _VectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
-def _flat_float64(a):
+def _contiguous_float64(a):
     return isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float64
 
 
-def _address(context, builder, array_type, array, index_type, index, pointee=_VECTOR):
-    """Pointer to flat element ``index`` of a C-contiguous float64 array, as a pointer to
-    ``pointee`` (a vector, or a double)."""
+def element_pointer(context, builder, array_type, array, index_type, index, pointee=_VECTOR):
+    """Pointer to flat element ``index`` of a C-contiguous array, as a pointer to ``pointee`` (an
+    LLVM type: a vector, a double, a byte)."""
     data = context.make_array(array_type)(context, builder, array).data
     offset = context.cast(builder, index, index_type, types.intp)
     return builder.bitcast(builder.gep(data, [offset]), pointee.as_pointer())
@@ -66,42 +68,33 @@ def _real(t):
     return isinstance(t, (types.Float, types.Integer))
 
 
-@intrinsic
-def load(typingctx, a, i):
-    """Flat elements ``i .. i + WIDTH − 1`` of the C-contiguous float64 array ``a`` (no bounds
-    check: the caller keeps ``0 <= i <= a.size − WIDTH``)."""
-    if _flat_float64(a) and isinstance(i, types.Integer):
-        def codegen(context, builder, signature, args):
-            return builder.load(_address(context, builder, signature.args[0], args[0],
-                                         signature.args[1], args[1]), align=8)
-        return float64xW(a, i), codegen
-
-
 @intrinsic(target="generic")
 def lanes(typingctx, a, i, like):
-    """``load(a, i)`` when ``like`` is a vector, the element ``a.flat[i]`` when it is a float: lets
-    one body serve a vector of entities and a single one (on any target)."""
-    if _flat_float64(a) and isinstance(i, types.Integer) and (like == float64xW or _real(like)):
+    """Flat elements ``i .. i + WIDTH − 1`` of the C-contiguous float64 array ``a`` as a vector when
+    ``like`` is a vector, the element ``a.flat[i]`` when it is a float: one body then serves a
+    vector of entities and a single one (on any target). No bounds check: the caller keeps
+    ``0 <= i <= a.size − WIDTH`` (or ``a.size − 1``)."""
+    if _contiguous_float64(a) and isinstance(i, types.Integer) and (like == float64xW or _real(like)):
         pointee = _VECTOR if like == float64xW else ir.DoubleType()
 
         def codegen(context, builder, signature, args):
-            return builder.load(_address(context, builder, signature.args[0], args[0],
-                                         signature.args[1], args[1], pointee), align=8)
+            return builder.load(element_pointer(context, builder, signature.args[0], args[0],
+                                                signature.args[1], args[1], pointee), align=8)
         return (float64xW if like == float64xW else types.float64)(a, i, like), codegen
 
 
 @intrinsic(target="generic")
 def store(typingctx, a, i, v):
-    """Write the vector ``v`` to flat elements ``i .. i + WIDTH − 1`` of ``a`` (as ``load``), or the
+    """Write the vector ``v`` to flat elements ``i .. i + WIDTH − 1`` of ``a`` (as ``lanes``), or the
     float ``v`` to element ``i``."""
-    if _flat_float64(a) and a.mutable and isinstance(i, types.Integer) and (v == float64xW or _real(v)):
+    if _contiguous_float64(a) and a.mutable and isinstance(i, types.Integer) and (v == float64xW or _real(v)):
         pointee = _VECTOR if v == float64xW else ir.DoubleType()
 
         def codegen(context, builder, signature, args):
             value = args[2] if v == float64xW else context.cast(builder, args[2], signature.args[2],
                                                                  types.float64)
-            builder.store(value, _address(context, builder, signature.args[0], args[0],
-                                          signature.args[1], args[1], pointee), align=8)
+            builder.store(value, element_pointer(context, builder, signature.args[0], args[0],
+                                                 signature.args[1], args[1], pointee), align=8)
             return context.get_dummy_value()
         return types.void(a, i, v), codegen
 
@@ -109,10 +102,16 @@ def store(typingctx, a, i, v):
 @intrinsic
 def splat(typingctx, x):
     """The vector with every lane ``x`` (a real scalar, converted to float64)."""
-    if isinstance(x, (types.Float, types.Integer)):
+    if _real(x):
         def codegen(context, builder, signature, args):
             return _splat(builder, context.cast(builder, args[0], signature.args[0], types.float64))
         return float64xW(x), codegen
+
+
+@njit(**INLINE_JIT)
+def load(a, i):
+    """``lanes(a, i, vector)``: flat elements ``i .. i + WIDTH − 1`` of ``a`` as a vector."""
+    return lanes(a, i, splat(0.0))
 
 
 def _vector_call(builder, name, args):
