@@ -29,13 +29,15 @@ from .connection import christoffel_point
 from .curvature import ricci_point, scalar_point, sectional_point
 from .geodesic import EXP
 from .linalg import spd_inverse
-from .superposition import complex_product
+from .superposition import complex_product, read_rows, write_rows
 from .target import cuda_module, is_device_array, simulated
 
 cuda = cuda_module()
 if not simulated():
     km.register_target("cuda")
     overload(complex_product, target="cuda")(lambda Ur, Ui, T, X, nb: complex_product)  # per entity
+    overload(read_rows, target="cuda")(lambda src, j0, nb, X: read_rows)
+    overload(write_rows, target="cuda")(lambda X, j0, nb, dst, B, streaming: write_rows)
 
 THREADS = 16 if simulated() else 128
 """Threads per block (the simulator runs each thread as a Python thread: keep its blocks small)."""
@@ -419,7 +421,7 @@ def _fused_kernel(G, S):
         l1 = cuda.local.array(1, float64)
         fl = cuda.local.array(1, np.int64)
         if fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                       coherence, flags, j, 1, X, T, Y, W, P, M, E, q, l1, fl):
+                       coherence, False, flags, j, 1, X, T, Y, W, P, M, E, q, l1, fl, q):
             cuda.atomic.add(bad, 0, 1)
     return cuda.jit(kernel)
 

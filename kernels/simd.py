@@ -3,8 +3,8 @@
 LLVM vectorises only innermost loops, through memory: a register-tiled product (several
 independent multiply-add chains over a tile of rows, the tile's partial sums in registers) cannot be
 written as plain loops. These intrinsics hand a kernel LLVM vector values directly: ``load`` and
-``store`` of ``WIDTH`` consecutive elements, ``splat`` of a scalar, ``fma`` (one rounding) and
-``sqrt``. Every operation is IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's
+``store`` of ``WIDTH`` consecutive elements, ``splat`` of a scalar, ``fma`` (one rounding),
+``sqrt``, and ``transpose`` of a ``WIDTH × WIDTH`` block in registers. Every operation is IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's
 result is bitwise its scalar twin's and never depends on the lane its data falls in. Vectors are
 CPU only; where they are narrower (SSE, NEON) LLVM splits each operation. ``fma``, ``add``,
 ``lanes`` and ``store`` also take floats, on any target (the GPU included): one body, given a float
@@ -164,3 +164,56 @@ def sqrt(typingctx, a):
         return float64xW(a), lambda context, builder, signature, args: _vector_call(
             builder, "sqrt", args)
 
+
+
+def _interleave(builder, a, b, s):
+    """Swap bit ``s`` of the row and column indices of the two rows ``a`` (row bit 0) and ``b``
+    (row bit 1) of a block: the two new rows. One step of a transpose."""
+    lo = [j if j & s == 0 else WIDTH + j - s for j in range(WIDTH)]
+    hi = [j + s if j & s == 0 else WIDTH + j for j in range(WIDTH)]
+    i32 = ir.IntType(32)
+    return tuple(builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, WIDTH), [i32(m) for m in mask]))
+                 for mask in (lo, hi))
+
+
+@intrinsic
+def transpose(typingctx, src, i, si, dst, j, sj):
+    """``dst.flat[j + c·sj + r] = src.flat[i + r·si + c]`` for ``r, c < WIDTH``: a ``WIDTH × WIDTH``
+    block of rows ``si`` apart, transposed in registers (``WIDTH log2 WIDTH`` shuffles) into rows
+    ``sj`` apart (C-contiguous float64 arrays, flat indices; no bounds check). A plain loop
+    transposing rows to columns compiles to scatter instructions, several times slower."""
+    if (_contiguous_float64(src) and _contiguous_float64(dst) and dst.mutable
+            and all(isinstance(t, types.Integer) for t in (i, si, j, sj))):
+        def codegen(context, builder, signature, args):
+            src_t, i_t, si_t, dst_t, j_t, sj_t = signature.args
+            start, step, to, to_step = (context.cast(builder, v, t, types.intp) for v, t in zip(
+                (args[1], args[2], args[4], args[5]), (i_t, si_t, j_t, sj_t)))
+
+            def at(k, base, stride):   # flat index base + k·stride
+                return builder.add(base, builder.mul(stride, ir.Constant(start.type, k)))
+            rows = [builder.load(element_pointer(context, builder, src_t, args[0], types.intp,
+                                                 at(r, start, step)), align=8) for r in range(WIDTH)]
+            s = 1
+            while s < WIDTH:
+                for r in range(WIDTH):
+                    if r & s == 0:
+                        rows[r], rows[r + s] = _interleave(builder, rows[r], rows[r + s], s)
+                s *= 2
+            for c in range(WIDTH):
+                builder.store(rows[c], element_pointer(context, builder, dst_t, args[3], types.intp,
+                                                       at(c, to, to_step)), align=8)
+            return context.get_dummy_value()
+        return types.void(src, i, si, dst, j, sj), codegen
+
+
+@njit(**INLINE_JIT)
+def transpose_matrix(src, i, si, dst, j, sj, rows, cols):
+    """``dst.flat[j + c·sj + r] = src.flat[i + r·si + c]`` for ``r < rows``, ``c < cols``: the whole
+    ``WIDTH × WIDTH`` blocks by ``transpose``, the rest element by element."""
+    whole_r, whole_c = rows - rows % WIDTH, cols - cols % WIDTH
+    for r in range(0, whole_r, WIDTH):
+        for c in range(0, whole_c, WIDTH):
+            transpose(src, i + r * si + c, si, dst, j + c * sj + r, sj)
+    for r in range(rows):
+        for c in range(whole_c if r < whole_r else 0, cols):
+            store(dst, j + c * sj + r, lanes(src, i + r * si + c, 0.0))

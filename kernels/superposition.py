@@ -23,7 +23,8 @@ from numba.extending import overload
 from .config import FMA_JIT, INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
 from .prefetch import prefetch_rows
 from .random import uniform_pair
-from .simd import WIDTH, add, fma, lanes, splat, store
+from .simd import WIDTH, add, fma, lanes, splat, store, transpose_matrix
+from .stream import STREAM_BYTES, copy_out, fence
 from .target import is_device_array, resolve as resolve_target
 from .validation import as_real_array, check_finite, readonly
 
@@ -58,22 +59,43 @@ def _flag(q):
     return _ZERO if q == 0.0 else 0
 
 
-@njit(**INLINE_JIT)
-def _gather(src, j0, nb, X):
-    """``X[c, e] = src[j0 + e, c]`` for the ``nb`` rows of ``src (n, 2S)`` from ``j0``."""
-    rows = src[j0:j0 + nb]
-    for e in range(nb):   # rows in memory order: streams well from memory
+def read_rows(src, j0, nb, X):
+    """``X[c, e] = src[j0 + e, c]`` for the ``nb`` rows of ``src (n, 2S)`` from ``j0``, one at a time:
+    the GPU's (``gpu.py`` registers it for CUDA). CPU kernels compile the overload below, which
+    transposes ``WIDTH × WIDTH`` blocks in registers."""
+    for e in range(nb):
         for c in range(src.shape[1]):
-            X[c, e] = rows[e, c]
+            X[c, e] = src[j0 + e, c]
 
 
-@njit(**INLINE_JIT)
-def _scatter(X, j0, nb, dst):
-    """Inverse of ``_gather``: ``dst[j0 + e, c] = X[c, e]``."""
-    rows = dst[j0:j0 + nb]
+@overload(read_rows, target="cpu")
+def _read_rows_cpu(src, j0, nb, X):
+    def blocks(src, j0, nb, X):
+        w = src.shape[1]
+        transpose_matrix(src, j0 * w, w, X, 0, X.shape[1], nb, w)
+    return blocks
+
+
+def write_rows(X, j0, nb, dst, B, streaming):
+    """The inverse of ``read_rows``, ``dst[j0 + e, c] = X[c, e]``: the GPU's (registered as
+    ``read_rows``). CPU kernels compile the overload below: blocks transposed in registers; with
+    ``streaming``, into the scratch ``B`` (at least ``nb · dst.shape[1]`` elements), then to memory
+    by non-temporal stores (``stream.py``; call ``stream.fence`` after the last)."""
     for e in range(nb):
         for c in range(dst.shape[1]):
-            rows[e, c] = X[c, e]
+            dst[j0 + e, c] = X[c, e]
+
+
+@overload(write_rows, target="cpu")
+def _write_rows_cpu(X, j0, nb, dst, B, streaming):
+    def blocks(X, j0, nb, dst, B, streaming):
+        w = dst.shape[1]
+        if streaming:
+            transpose_matrix(X, 0, X.shape[1], B, 0, w, w, nb)
+            copy_out(B, 0, dst, j0 * w, nb * w)
+        else:
+            transpose_matrix(X, 0, X.shape[1], dst, j0 * w, w, w, nb)
+    return blocks
 
 
 @njit(**INLINE_JIT)
@@ -180,10 +202,10 @@ def _entropies(P, S, nb, M, E, h):
 
 
 @njit(**INLINE_JIT)
-def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
+def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E, B, streaming):
     """Rows ``[t, j0 + e]`` of the non-empty outputs from the columns ``e < nb`` of ``X``:
     ``|x|²``, its Shannon entropy and the l1 coherence ``(Σ|x_a|)² − Σ|x_a|²``; flags ``fl``.
-    ``P``, ``q``, ``l1``, ``M``, ``E``: scratch."""
+    ``P``, ``q``, ``l1``, ``M``, ``E``, ``B``: scratch; ``streaming``: as ``write_rows``."""
     q[:nb] = 0.0
     for a in range(S):
         for e in range(nb):
@@ -200,7 +222,7 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
         for e in range(nb):
             coherence[t, j0 + e] = l1[e] * l1[e] - q[e]
     if probs.shape[0] > 0:
-        _scatter(P, j0, nb, probs[t])
+        write_rows(P, j0, nb, probs[t], B, streaming)
     if entropy.shape[0] > 0:
         _entropies(P, S, nb, M, E, q)   # q is free now
         for e in range(nb):
@@ -209,7 +231,7 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E):
 
 @njit(**FMA_JIT)
 def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                 coherence, n_blocks, flags, counts):
+                 coherence, streaming, n_blocks, flags, counts):
     """One pass per entity ``j`` over the states ``psi[g, j]`` (``psi (G, n, 2S)``, interleaved):
 
     1. transform each ``x_g``: ``x ← U[u_of[g]] x`` if ``u_of[g] >= 0``, then
@@ -218,7 +240,8 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
     2. mix, if ``mix (R, G)`` is not empty: ``y_r = normalise(Σ_g mix[r, g] x_g)`` into
        ``mixed (R, n, 2S)``;
     3. statistics of the ``y_r`` (else of the ``x_g``) into ``probs (T, n, S)``, ``entropy (T, n)``,
-       ``coherence (T, n)``, each skipped when empty.
+       ``coherence (T, n)``, each skipped when empty; ``streaming``: write ``states``, ``mixed`` and
+    ``probs`` with non-temporal stores (``stream.py``).
 
     ``Ur``/``Ui (K, Sp, Sp)``: real and imaginary parts of the unitaries, zero-padded to
     ``Sp = padded(S)``. An entity whose state (or mixture) is zero or not finite gets ``flags[j]``
@@ -239,20 +262,24 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
         q = np.empty(CHUNK)
         l1 = np.empty(CHUNK)
         fl = np.empty(CHUNK, np.int64)
+        B = np.empty(CHUNK * S2)        # rows written by streaming
         bad = 0
         for j0 in range(lo, hi, CHUNK):
             bad += fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs,
-                               entropy, coherence, flags, j0, min(CHUNK, hi - j0),
-                               X, T, Y, W, P, M, E, q, l1, fl)
+                               entropy, coherence, streaming, flags, j0, min(CHUNK, hi - j0),
+                               X, T, Y, W, P, M, E, q, l1, fl, B)
+        if streaming:
+            fence()
         counts[b] = bad
 
 
 @njit(**INLINE_JIT)
 def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                coherence, flags, j0, nb, X, T, Y, W, P, M, E, q, l1, fl):
+                coherence, streaming, flags, j0, nb, X, T, Y, W, P, M, E, q, l1, fl, B):
     """``fused_kernel`` on the entities ``[j0, j0 + nb)``; returns how many it flagged. Scratch:
     ``X (G, 2 padded(S), chunk)`` and ``T (2 padded(S), chunk)`` with zero padding rows, ``Y (2S,
-    chunk)``, ``W``, ``P``, ``M``, ``E (S, chunk)``, ``q``, ``l1``, ``fl (chunk,)``."""
+    chunk)``, ``W``, ``P``, ``M``, ``E (S, chunk)``, ``q``, ``l1``, ``fl (chunk,)``, ``B (2S chunk,)``
+    (only with ``streaming``)."""
     G = psi.shape[0]
     S2 = psi.shape[2]
     S = S2 // 2
@@ -267,16 +294,20 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
         k = u_of[g]
         m = lik_of[g]
         if k >= 0:
-            _gather(psi[g], j0, nb, T)
+            read_rows(psi[g], j0, nb, T)
             complex_product(Ur[k], Ui[k], T, x, nb)
         else:
-            _gather(psi[g], j0, nb, x)
+            read_rows(psi[g], j0, nb, x)
         if m >= 0:
             if m != w_row:
-                for e in range(nb):
-                    i = 0 if one_lik_row else j0 + e
+                if one_lik_row:
                     for a in range(S):
-                        W[a, e] = math.sqrt(lik[m, i, a])
+                        W[a, :nb] = math.sqrt(lik[m, 0, a])
+                else:
+                    read_rows(lik[m], j0, nb, W)
+                    for a in range(S):
+                        for e in range(nb):
+                            W[a, e] = math.sqrt(W[a, e])
                 w_row = m
             for a in range(S):
                 for e in range(nb):
@@ -285,7 +316,7 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
         if renorm or k >= 0 or m >= 0:
             _normalise(x, S2, nb, q, fl)
         if states.shape[0] > 0:
-            _scatter(x, j0, nb, states[g])
+            write_rows(x, j0, nb, states[g], B, streaming)
     for r in range(R):
         for c in range(S2):
             for e in range(nb):
@@ -297,12 +328,14 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
                     for e in range(nb):
                         Y[c, e] += coef * X[g, c, e]
         _normalise(Y, S2, nb, q, fl)
-        _scatter(Y, j0, nb, mixed[r])
+        write_rows(Y, j0, nb, mixed[r], B, streaming)
         if stats:
-            _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
+            _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E, B,
+                            streaming)
     if R == 0 and stats:
         for g in range(G):
-            _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E)
+            _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E, B,
+                        streaming)
     bad = 0
     for e in range(nb):
         if fl[e]:
@@ -481,6 +514,7 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
         return
     n_blocks = block_count(n)
     counts = np.zeros(n_blocks, np.int64)
+    written = sum(a.nbytes for a in (states, mixed, probs) if a is not None)
     fused_kernel(readonly(_floats(psi)), readonly(Ur), readonly(Ui), readonly(u_of),
                  readonly(lik), readonly(lik_of), renorm,
                  readonly(_EMPTY_R2 if mix is None else mix),
@@ -489,7 +523,7 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
                  _EMPTY_R3 if probs is None else probs,
                  _EMPTY_R2 if entropy is None else entropy,
                  _EMPTY_R2 if coherence is None else coherence,
-                 n_blocks, flags, counts)
+                 written >= STREAM_BYTES, n_blocks, flags, counts)
     if counts.any():
         _raise_flagged(flags, name, what, labels)
 

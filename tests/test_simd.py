@@ -10,7 +10,8 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from anant_fast.kernels import simd
-from anant_fast.kernels.simd import WIDTH, add, fma, lanes, load, splat, sqrt, store
+from anant_fast.kernels.simd import (WIDTH, add, fma, lanes, load, splat, sqrt, store, transpose,
+                                     transpose_matrix)
 
 rng = np.random.default_rng(7)
 
@@ -122,6 +123,47 @@ def test_scalar_and_vector_forms_of_one_body_give_the_same_bits():
     np.testing.assert_allclose(scalar, x / 3.0 + 2 * y, rtol=1e-15, atol=1e-15)
 
 
+
+@njit(cache=False)
+def _transpose(src, i, si, dst, j, sj):
+    transpose(src, i, si, dst, j, sj)
+
+
+@njit(cache=False)
+def _transpose_matrix(src, i, si, dst, j, sj, rows, cols):
+    transpose_matrix(src, i, si, dst, j, sj, rows, cols)
+
+
+def _transposed(src, i, si, dst, j, sj, rows, cols):
+    """``dst`` with the block written as the transpose kernels document it (NumPy)."""
+    out = dst.copy()
+    for r in range(rows):
+        for c in range(cols):
+            out.flat[j + c * sj + r] = src.flat[i + r * si + c]
+    return out
+
+
+@pytest.mark.parametrize("i, si, j, sj", [(0, WIDTH, 0, WIDTH), (3, 2 * WIDTH + 1, 5, WIDTH + 3),
+                                          (1, 3 * WIDTH, 0, 2 * WIDTH)])
+def test_transpose_moves_a_block_in_registers(i, si, j, sj):
+    src = rng.normal(size=(i + WIDTH * si + WIDTH))
+    dst = rng.normal(size=(j + WIDTH * sj + WIDTH))
+    expected = _transposed(src, i, si, dst, j, sj, WIDTH, WIDTH)
+    _transpose(src, i, si, dst, j, sj)
+    np.testing.assert_array_equal(dst, expected)
+
+
+@pytest.mark.parametrize("rows, cols", [(0, 5), (1, 1), (WIDTH, WIDTH), (13, 2 * WIDTH),
+                                        (2 * WIDTH, 6), (3 * WIDTH + 5, WIDTH + 1)])
+def test_transpose_matrix_of_any_shape_and_offsets(rows, cols):
+    si, sj, i, j = cols + 2, rows + 3, 4, 1
+    src = rng.normal(size=i + rows * si + 2).reshape(1, -1)   # 2-D: indexed flat
+    dst = rng.normal(size=j + cols * sj + 2)
+    expected = _transposed(src, i, si, dst, j, sj, rows, cols)
+    _transpose_matrix(src, i, si, dst, j, sj, rows, cols)
+    np.testing.assert_array_equal(dst, expected)
+
+
 _WIDTH_4 = """
 import sys
 import numpy as np
@@ -149,3 +191,10 @@ def test_results_do_not_depend_on_the_vector_width(tmp_path):
     exec(_WIDTH_4.replace("np.savez(sys.argv[1], ", "here.update("), {"here": here})
     np.testing.assert_array_equal(here["m"], narrow["m"])
     np.testing.assert_array_equal(here["e"], narrow["e"])
+
+
+def test_transpose_needs_a_writable_destination():
+    read_only = np.zeros(WIDTH * WIDTH)
+    read_only.flags.writeable = False
+    with pytest.raises(TypingError):
+        _transpose(np.ones(WIDTH * WIDTH), 0, WIDTH, read_only, 0, WIDTH)

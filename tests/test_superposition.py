@@ -401,3 +401,46 @@ def test_second_process_loads_the_kernels_from_the_cache_with_one_signature_each
         assert run.returncode == 0, run.stderr
     misses, hits = map(int, run.stdout.split())
     assert misses == 0 and hits == 3, run.stdout
+
+
+@njit(cache=False)
+def _rows_both_ways(src, j0, nb, X, dst, B, streaming):
+    sp.read_rows(src, j0, nb, X)
+    sp.write_rows(X, j0, nb, dst, B, streaming)
+
+
+@pytest.mark.parametrize("S2, nb", [(2, 1), (6, 13), (16, 64), (16, 61), (10, 40)])
+def test_row_transposes_match_the_per_entity_forms(S2, nb):
+    """The CPU's register-block transposes between entity rows and ``(component, entity)`` scratch
+    write what the GPU's one-entity loops write, with and without streaming stores."""
+    rng = np.random.default_rng(S2 + nb)
+    src = rng.normal(size=(nb + 9, S2))
+    j0 = 7
+    for streaming in (False, True):
+        X, dst = np.zeros((S2, 64)), np.zeros_like(src)
+        _rows_both_ways(src, j0, nb, X, dst, np.empty(64 * S2), streaming)
+        one_X, one_dst = np.zeros_like(X), np.zeros_like(src)
+        sp.read_rows(src, j0, nb, one_X)        # the per-entity forms, as plain Python
+        sp.write_rows(one_X, j0, nb, one_dst, None, False)
+        np.testing.assert_array_equal(X, one_X)
+        np.testing.assert_array_equal(dst, one_dst)
+        np.testing.assert_array_equal(X[:, :nb], src[j0:j0 + nb].T)
+
+
+def test_streaming_stores_change_no_result(monkeypatch):
+    """Large outputs are written by non-temporal stores: the same bits as ordinary stores."""
+    psi = states(21, (3, 777, 8))
+    U, lik = unitary(4, 8), np.random.default_rng(2).uniform(0.1, 1.0, (777, 8))
+
+    def run():
+        states_out, mixed = np.empty_like(psi), np.empty((1, 777, 8), np.complex128)
+        probs, H = np.empty((1, 777, 8)), np.empty((1, 777))
+        sp.fused_update(psi, U=U[None], u_of=np.zeros(3, np.int64), lik=lik[None],
+                        lik_of=np.zeros(3, np.int64), mix=np.array([[0.2, 0.3, 0.5]]),
+                        states=states_out, mixed=mixed, probs=probs, entropy=H)
+        return states_out, mixed, probs, H
+
+    ordinary = run()
+    monkeypatch.setattr(sp, "STREAM_BYTES", 0)
+    for a, b in zip(run(), ordinary):
+        np.testing.assert_array_equal(a, b)
