@@ -121,6 +121,11 @@ def _vector_call(builder, name, args):
     return builder.call(fn, args)
 
 
+def _as_vector(context, builder, value, t):
+    """The vector ``value`` of Numba type ``t``, or the real scalar ``value`` splat."""
+    return value if t == float64xW else _splat(builder, context.cast(builder, value, t, types.float64))
+
+
 def _splat(builder, value):
     lane0 = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.IntType(32)(0))
     zeros = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
@@ -143,18 +148,32 @@ def fma(typingctx, a, b, c):
         return types.float64(a, b, c), codegen
     if float64xW in operands and all(t == float64xW or _real(t) for t in operands):
         def codegen(context, builder, signature, args):
-            return _vector_call(builder, "fma", [
-                v if t == float64xW else _splat(builder, context.cast(builder, v, t, types.float64))
-                for v, t in zip(args, signature.args)])
+            return _vector_call(builder, "fma", [_as_vector(context, builder, v, t)
+                                                 for v, t in zip(args, signature.args)])
         return float64xW(a, b, c), codegen
 
 
-@intrinsic(target="generic")
-def add(typingctx, a, b):
-    """``a + b``, lane by lane for vectors."""
-    if a == b == float64xW or a == b == types.float64:
-        return (float64xW if a == float64xW else types.float64)(a, b), \
-            lambda context, builder, signature, args: builder.fadd(*args)
+def _lanewise(name, instruction):
+    """An intrinsic ``name(a, b)``: the IR ``instruction`` (``fadd``, ``fmul``) on two float64, or
+    lane by lane when either is a vector (a real scalar splats to every lane)."""
+    def typer(typingctx, a, b):
+        if a == b == types.float64:
+            return types.float64(a, b), lambda context, builder, signature, args: getattr(
+                builder, instruction)(*args)
+        if float64xW in (a, b) and all(t == float64xW or _real(t) for t in (a, b)):
+            def codegen(context, builder, signature, args):
+                return getattr(builder, instruction)(*(_as_vector(context, builder, v, t)
+                                                       for v, t in zip(args, signature.args)))
+            return float64xW(a, b), codegen
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(target="generic")(typer)
+
+
+add = _lanewise("add", "fadd")
+"""``a + b``, lane by lane for vectors."""
+
+mul = _lanewise("mul", "fmul")
+"""``a · b``, lane by lane for vectors."""
 
 
 @intrinsic

@@ -96,6 +96,20 @@ def test_covariance_model_matches_numpy():
     assert not model.scalar_curvature(Q).any()
 
 
+@pytest.mark.parametrize("d", [1, 3, 7, 8, 9, 16, 17, 33])
+def test_covariance_of_any_dimension_matches_numpy(d):
+    """The moment kernel's register tiles and padding, for dimensions around the vector widths and
+    row counts around its passes and blocks, with and without (some zero) weights."""
+    X = rng.normal(size=(4500, d)) @ rng.normal(size=(d, d)) + 5.0
+    w = rng.uniform(0, 2, size=len(X))
+    w[::7] = 0.0
+    for weights in (None, w):
+        model = metrics.Covariance(X, weights=weights)
+        np.testing.assert_allclose(model.covariance, np.cov(X.T, aweights=weights, bias=True).reshape(d, d),
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(model.mean, np.average(X, axis=0, weights=weights), rtol=1e-12)
+
+
 def test_mahalanobis_and_outliers():
     X = rng.normal(size=(20000, 6))
     planted = np.array([5, 777, 12345])

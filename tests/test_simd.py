@@ -10,7 +10,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from anant_fast.kernels import simd
-from anant_fast.kernels.simd import (WIDTH, add, fma, lanes, load, splat, sqrt, store, transpose,
+from anant_fast.kernels.simd import (WIDTH, add, fma, lanes, load, mul, splat, sqrt, store, transpose,
                                      transpose_matrix)
 
 rng = np.random.default_rng(7)
@@ -101,8 +101,9 @@ def test_width_follows_the_compile_target(monkeypatch):
 
 @njit(cache=False)
 def _axpy_at(a, x, y, out, i, zero):
-    """out = a x + y + y at flat element i: one element (``zero`` a float) or a vector of them."""
-    store(out, i, add(fma(a, lanes(x, i, zero), lanes(y, i, zero)), lanes(y, i, zero)))
+    """out = a x + y + y at flat element i, then times a: one element (``zero`` a float) or a vector
+    of them."""
+    store(out, i, mul(add(fma(a, lanes(x, i, zero), lanes(y, i, zero)), lanes(y, i, zero)), a))
 
 
 @njit(cache=False)
@@ -120,7 +121,7 @@ def test_scalar_and_vector_forms_of_one_body_give_the_same_bits():
     _axpy(1.0 / 3.0, x, y, vector, True)
     _axpy(1.0 / 3.0, x, y, scalar, False)
     np.testing.assert_array_equal(vector, scalar)
-    np.testing.assert_allclose(scalar, x / 3.0 + 2 * y, rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(scalar, (x / 3.0 + 2 * y) / 3.0, rtol=1e-15, atol=1e-15)
 
 
 
