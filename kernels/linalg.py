@@ -11,21 +11,6 @@ from numba import njit
 from .config import INLINE_JIT, JIT
 
 
-BLAS_THREADING_WORK = 1 << 17
-"""Multiply-adds per BLAS product in a kernel: OpenBLAS runs a product on the calling thread while
-its work ``m·n·k`` stays under a threshold (2^18 for double products here); above it, it starts
-threads of its own, which inside a kernel's parallel loop oversubscribe the cores (measured: 2x
-slower). Kernels therefore take their BLAS products over sub-blocks of rows, sized to half that
-threshold."""
-
-
-@njit(**JIT)
-def blas_rows(work_per_row, most):
-    """Rows per BLAS product (at most ``most``) that keep BLAS on the calling thread, for products of
-    ``work_per_row`` multiply-adds a row."""
-    return max(1, min(most, BLAS_THREADING_WORK // work_per_row))
-
-
 @njit(**INLINE_JIT)
 def cholesky(a, low):
     """Lower Cholesky factor of the SPD matrix ``a`` (d, d) into ``low``; False if not positive definite."""
