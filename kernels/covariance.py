@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from .config import INLINE_JIT, JIT, PARALLEL_JIT, block_bounds
 from .prefetch import prefetch_span
-from .simd import WIDTH, add, fma, lanes, load, mul, splat, sqrt, store
+from .simd import WIDTH, add, fma, lanes, load, mul, splat, sqrt, store, transpose_matrix
 from .validation import readonly
 
 ROWS_PER_BLOCK = 2048
@@ -43,13 +43,15 @@ TILE = 8 * WIDTH
 @njit(**INLINE_JIT)
 def _centered_transpose(X, lo, n, mu, Dt):
     """``Dt[i·STRIDE + r] = X[lo + r, i] − mu[i]`` for ``r < n``, zero up to the next
-    multiple of ``TILE``: a pass of rows, centred and transposed so that the tiles below load
-    components of consecutive rows as vectors."""
-    for i in range(X.shape[1]):
+    multiple of ``TILE``: a pass of rows, transposed (``WIDTH × WIDTH`` blocks in registers) and
+    centred, so that the tiles below load components of consecutive rows as vectors."""
+    d = X.shape[1]
+    transpose_matrix(X, lo * d, d, Dt, 0, STRIDE, n, d)
+    for i in range(d):
         m = mu[i]
         row = i * STRIDE
         for r in range(n):
-            Dt[row + r] = X[lo + r, i] - m
+            Dt[row + r] -= m
         for r in range(n, -(-n // TILE) * TILE):
             Dt[row + r] = 0.0
 
