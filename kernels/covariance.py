@@ -284,44 +284,98 @@ def zscore_outliers(m, z):
     n = m.size
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    mean = _pairwise_sum(m, 0, n, 0.0, False) / n
-    std = math.sqrt(_pairwise_sum(m, 0, n, mean, True) / n)
+    mean = _pairwise_sum_halves(m, 0.0, False) / n
+    std = math.sqrt(_pairwise_sum_halves(m, mean, True) / n)
     if std == 0:
         return np.empty(0, dtype=np.int64)
     return _beyond(m, mean, z * std)
 
 
-@njit(**JIT)
-def _pairwise_sum(a, lo, n, centre, squares):
-    """NumPy's pairwise sum (``np.add.reduce`` of a contiguous float64 array, same rounding) of
-    ``a[lo:lo + n]``, or of ``(a[lo:lo + n] − centre)²`` when ``squares`` (``np.var``'s sum): eight
-    running sums over blocks of up to 128 terms, halves (multiples of 8) summed recursively."""
+PAIRWISE_BLOCK = 128
+"""NumPy's pairwise sum adds blocks of at most this many terms in eight running sums."""
+
+
+@njit(**INLINE_JIT)
+def _pairwise_block(a, lo, n, centre, squares):
+    """NumPy's sum of a block (``n <= PAIRWISE_BLOCK`` terms from ``lo``): in order below 8 terms,
+    else eight running sums, combined in a fixed tree, then the remaining terms."""
     if n < 8:
         res = 0.0
         for i in range(lo, lo + n):
             res += _term(a[i], centre, squares)
         return res
-    if n <= 128:
-        r0, r1 = _term(a[lo], centre, squares), _term(a[lo + 1], centre, squares)
-        r2, r3 = _term(a[lo + 2], centre, squares), _term(a[lo + 3], centre, squares)
-        r4, r5 = _term(a[lo + 4], centre, squares), _term(a[lo + 5], centre, squares)
-        r6, r7 = _term(a[lo + 6], centre, squares), _term(a[lo + 7], centre, squares)
-        for i in range(lo + 8, lo + n - n % 8, 8):
-            r0 += _term(a[i], centre, squares)
-            r1 += _term(a[i + 1], centre, squares)
-            r2 += _term(a[i + 2], centre, squares)
-            r3 += _term(a[i + 3], centre, squares)
-            r4 += _term(a[i + 4], centre, squares)
-            r5 += _term(a[i + 5], centre, squares)
-            r6 += _term(a[i + 6], centre, squares)
-            r7 += _term(a[i + 7], centre, squares)
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        for i in range(lo + n - n % 8, lo + n):
-            res += _term(a[i], centre, squares)
-        return res
+    r0, r1 = _term(a[lo], centre, squares), _term(a[lo + 1], centre, squares)
+    r2, r3 = _term(a[lo + 2], centre, squares), _term(a[lo + 3], centre, squares)
+    r4, r5 = _term(a[lo + 4], centre, squares), _term(a[lo + 5], centre, squares)
+    r6, r7 = _term(a[lo + 6], centre, squares), _term(a[lo + 7], centre, squares)
+    for i in range(lo + 8, lo + n - n % 8, 8):
+        r0 += _term(a[i], centre, squares)
+        r1 += _term(a[i + 1], centre, squares)
+        r2 += _term(a[i + 2], centre, squares)
+        r3 += _term(a[i + 3], centre, squares)
+        r4 += _term(a[i + 4], centre, squares)
+        r5 += _term(a[i + 5], centre, squares)
+        r6 += _term(a[i + 6], centre, squares)
+        r7 += _term(a[i + 7], centre, squares)
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(lo + n - n % 8, lo + n):
+        res += _term(a[i], centre, squares)
+    return res
+
+
+@njit(**INLINE_JIT)
+def _left_half(n):
+    """Terms in the first half of NumPy's split of ``n``: half, rounded down to a multiple of 8."""
     half = n // 2
-    half -= half % 8
-    return _pairwise_sum(a, lo, half, centre, squares) + _pairwise_sum(a, lo + half, n - half, centre, squares)
+    return half - half % 8
+
+
+@njit(**JIT)
+def _pairwise_sum(a, lo, n, centre, squares):
+    """NumPy's pairwise sum (``np.add.reduce`` of a contiguous float64 array, same rounding) of
+    ``a[lo:lo + n]``, or of ``(a[lo:lo + n] − centre)²`` when ``squares`` (``np.var``'s sum): halves
+    summed recursively down to blocks (``_pairwise_block``). The recursion runs on an explicit stack
+    of spans (a recursive function called in a parallel region breaks Numba's on-disk cache)."""
+    if n <= PAIRWISE_BLOCK:
+        return _pairwise_block(a, lo, n, centre, squares)
+    start, size = np.empty(64, np.int64), np.empty(64, np.int64)   # spans of depth < 64
+    left, split = np.empty(64), np.zeros(64, np.bool_)            # left half's sum, and whether done
+    start[0], size[0], top = lo, n, 1
+    while True:
+        f = top - 1
+        if size[f] > PAIRWISE_BLOCK:     # descend into the left half
+            split[f] = False
+            start[top], size[top] = start[f], _left_half(size[f])
+            top += 1
+            continue
+        v = _pairwise_block(a, start[f], size[f], centre, squares)
+        top -= 1
+        while top > 0:                   # hand v to the spans waiting for it
+            p = top - 1
+            if not split[p]:             # v is p's left half: now its right half
+                left[p], split[p] = v, True
+                half = _left_half(size[p])
+                start[top], size[top] = start[p] + half, size[p] - half
+                top += 1
+                break
+            v = left[p] + v
+            top -= 1
+        if top == 0:
+            return v
+
+
+@njit(**PARALLEL_JIT)
+def _pairwise_sum_halves(a, centre, squares):
+    """``_pairwise_sum`` of all of ``a``, its two top halves summed by two threads (NumPy's split, so
+    the same bits)."""
+    n = a.shape[0]
+    if n <= PAIRWISE_BLOCK:
+        return _pairwise_sum(a, 0, n, centre, squares)
+    half = _left_half(n)
+    parts = np.empty(2)
+    for k in prange(2):
+        parts[k] = _pairwise_sum(a, k * half, n - half if k else half, centre, squares)
+    return parts[0] + parts[1]
 
 
 @njit(**INLINE_JIT)

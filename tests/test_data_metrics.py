@@ -148,14 +148,17 @@ def test_zscore_outliers_is_the_numpy_rule(values, z):
     np.testing.assert_array_equal(zscore_outliers(m, z), expected)
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 9, 127, 128, 129, 1000, 8193, 100_003])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 127, 128, 129, 1000, 8193, 100_003, 1_000_003])
 def test_zscore_sums_are_numpys_bit_for_bit(n):
-    from anant_fast.kernels.covariance import _pairwise_sum, zscore_outliers
+    from anant_fast.kernels.covariance import _pairwise_sum, _pairwise_sum_halves, zscore_outliers
 
     m = rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 6, n)
     mean = _pairwise_sum(m, 0, n, 0.0, False) / n
-    assert mean == m.mean()
+    assert mean == m.mean() == _pairwise_sum_halves(m, 0.0, False) / n
     assert np.sqrt(_pairwise_sum(m, 0, n, mean, True) / n) == m.std()
+    assert np.sqrt(_pairwise_sum_halves(m, mean, True) / n) == m.std()
+    if n > 5:   # a span inside the array
+        assert _pairwise_sum(m, 3, n - 5, 0.0, False) == m[3:n - 2].sum()
     for z in (0.01, 0.5, 3.0):
         with np.errstate(invalid="ignore"):   # n = 1: std 0, NumPy's rule divides 0 by 0
             expected = naive.outliers(m, z)
