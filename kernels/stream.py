@@ -3,7 +3,7 @@
 An ordinary store to a line that is not in the cache first reads the line from memory (a read for
 ownership), then writes it back when it is evicted: writing an output of ``B`` bytes moves ``2B``.
 A non-temporal store writes whole lines straight to memory, neither reading them nor evicting the
-kernel's working set: on this project's 2-core machine a copy of 512 MiB takes 28-34 ms with them,
+kernel's working set: on this project's 2-core machine a copy of 512 MiB took 27-38 ms with them,
 against 48-60 ms with ordinary stores (NumPy's ``copyto`` among them). Worth it only for outputs
 too large to be read again from the cache (``STREAM_BYTES``): a streamed line is no longer cached.
 CPU only; the values written are the same.
