@@ -240,8 +240,10 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
     2. mix, if ``mix (R, G)`` is not empty: ``y_r = normalise(Σ_g mix[r, g] x_g)`` into
        ``mixed (R, n, 2S)``;
     3. statistics of the ``y_r`` (else of the ``x_g``) into ``probs (T, n, S)``, ``entropy (T, n)``,
-       ``coherence (T, n)``, each skipped when empty; ``streaming``: write ``states``, ``mixed`` and
-    ``probs`` with non-temporal stores (``stream.py``).
+       ``coherence (T, n)``, each skipped when empty.
+
+    With ``streaming``, ``states``, ``mixed`` and ``probs`` are written by non-temporal stores
+    (``stream.py``).
 
     ``Ur``/``Ui (K, Sp, Sp)``: real and imaginary parts of the unitaries, zero-padded to
     ``Sp = padded(S)``. An entity whose state (or mixture) is zero or not finite gets ``flags[j]``
@@ -331,7 +333,7 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
         write_rows(Y, j0, nb, mixed[r], B, streaming)
         if stats:
             _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E, B,
-                            streaming)
+                        streaming)
     if R == 0 and stats:
         for g in range(G):
             _statistics(X[g], S, nb, g, j0, probs, entropy, coherence, P, q, l1, fl, M, E, B,
