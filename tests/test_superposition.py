@@ -440,7 +440,10 @@ def test_streaming_stores_change_no_result(monkeypatch):
                         states=states_out, mixed=mixed, probs=probs, entropy=H)
         return states_out, mixed, probs, H
 
-    ordinary = run()
+    ordinary, evolved = run(), sp.evolve(psi, U)
     monkeypatch.setattr(sp, "STREAM_BYTES", 0)
     for a, b in zip(run(), ordinary):
         np.testing.assert_array_equal(a, b)
+    in_place = psi.copy()
+    sp.evolve(in_place, U, out=in_place)   # streamed over the rows it has just read
+    np.testing.assert_array_equal(in_place, evolved)
