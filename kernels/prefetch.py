@@ -42,7 +42,9 @@ def _hint(locality, name):
 
 
 _prefetch = _hint(3, "_prefetch")
-_prefetch_l2 = _hint(2, "_prefetch_l2")
+prefetch_l2 = _hint(2, "prefetch_l2")
+"""``prefetch_l2(a, i)``: fetch the cache line of flat element ``i`` of ``a`` into L2 (a hint: harmless
+for any ``i``). One hint per step of a long computation spreads a read over it."""
 
 
 def elements_per_line(a):
@@ -68,11 +70,11 @@ def _hint_span(a, start, stop, everywhere):
         if everywhere:
             _prefetch(a, f)
         else:
-            _prefetch_l2(a, f)
+            prefetch_l2(a, f)
     if everywhere:
         _prefetch(a, stop - 1)
     else:
-        _prefetch_l2(a, stop - 1)
+        prefetch_l2(a, stop - 1)
 
 
 @njit(**INLINE_JIT)
