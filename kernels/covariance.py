@@ -165,7 +165,9 @@ def moment_blocks(N):
 
 def block_moments(X, w, first=0, last=None):
     """Moments of the row blocks ``[first, last)`` (default: all) of ``X (N, d)`` with weights ``w``
-    (``(N,)``, or empty for unit weights): ``(weight (B,), means (B, d), comoments (B, d, d))``."""
+    (``(N,)``, or empty for unit weights): ``(weight (B,), means (B, d), comoments (B, d, d))``.
+    ``X`` is taken as C-contiguous float64 (copied if it is not)."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
     N, d = X.shape
     n_blocks = moment_blocks(N)
     last = n_blocks if last is None else last
@@ -275,9 +277,10 @@ def mahalanobis_row(Y, mean, upper, m):
 
 
 def mahalanobis(Y, mean, upper):
-    """Mahalanobis distances ``(M,)`` of prepared ``Y (M, d)`` (see ``mahalanobis_kernel``)."""
+    """Mahalanobis distances ``(M,)`` of prepared ``Y (M, d)`` (see ``mahalanobis_kernel``; taken as
+    C-contiguous float64, copied if it is not)."""
     out = np.empty(len(Y))
-    mahalanobis_kernel(readonly(np.ascontiguousarray(Y)), readonly(mean), readonly(upper),
+    mahalanobis_kernel(readonly(np.ascontiguousarray(Y, dtype=np.float64)), readonly(mean), readonly(upper),
                        moment_blocks(len(Y)), out)
     return out
 

@@ -3,12 +3,13 @@
 LLVM vectorises only innermost loops, through memory: a register-tiled product (several
 independent multiply-add chains over a tile of rows, the tile's partial sums in registers) cannot be
 written as plain loops. These intrinsics hand a kernel LLVM vector values directly: ``load`` and
-``store`` of ``WIDTH`` consecutive elements, ``splat`` of a scalar, ``fma`` (one rounding),
-``sqrt``, and ``transpose`` of a ``WIDTH × WIDTH`` block in registers. Every operation is IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's
-result is bitwise its scalar twin's and never depends on the lane its data falls in. Vectors are
-CPU only; where they are narrower (SSE, NEON) LLVM splits each operation. ``fma``, ``add``,
-``lanes`` and ``store`` also take floats, on any target (the GPU included): one body, given a float
-or a vector ``zero`` to start from, then computes one entity or a vector of them.
+``store`` of ``WIDTH`` consecutive elements, ``splat`` of a scalar, ``fma`` (one rounding), ``add``,
+``mul``, ``sqrt``, and ``transpose`` of a ``WIDTH × WIDTH`` block in registers. Every operation is
+IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's result is bitwise its scalar
+twin's and never depends on the lane its data falls in. Vectors are CPU only; where they are
+narrower (SSE, NEON) LLVM splits each operation. ``fma``, ``add``, ``mul``, ``lanes`` and ``store``
+also take floats, on any target (the GPU included): one body, given a float or a vector ``zero`` to
+start from, then computes one entity or a vector of them.
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -153,9 +154,9 @@ def fma(typingctx, a, b, c):
         return float64xW(a, b, c), codegen
 
 
-def _lanewise(name, instruction):
-    """An intrinsic ``name(a, b)``: the IR ``instruction`` (``fadd``, ``fmul``) on two float64, or
-    lane by lane when either is a vector (a real scalar splats to every lane)."""
+def _lanewise(name, instruction, doc):
+    """An intrinsic ``name(a, b)`` documented by ``doc``: the IR ``instruction`` (``fadd``, ``fmul``)
+    on two float64, or lane by lane when either is a vector (a real scalar splats to every lane)."""
     def typer(typingctx, a, b):
         if a == b == types.float64:
             return types.float64(a, b), lambda context, builder, signature, args: getattr(
@@ -166,14 +167,12 @@ def _lanewise(name, instruction):
                                                        for v, t in zip(args, signature.args)))
             return float64xW(a, b), codegen
     typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
     return intrinsic(target="generic")(typer)
 
 
-add = _lanewise("add", "fadd")
-"""``a + b``, lane by lane for vectors."""
-
-mul = _lanewise("mul", "fmul")
-"""``a · b``, lane by lane for vectors."""
+add = _lanewise("add", "fadd", "``a + b``, lane by lane for vectors.")
+mul = _lanewise("mul", "fmul", "``a · b``, lane by lane for vectors.")
 
 
 @intrinsic
@@ -182,7 +181,6 @@ def sqrt(typingctx, a):
     if a == float64xW:
         return float64xW(a), lambda context, builder, signature, args: _vector_call(
             builder, "sqrt", args)
-
 
 
 def _interleave(builder, a, b, s):

@@ -77,7 +77,7 @@ def _read_rows_cpu(src, j0, nb, X):
 
 
 def write_rows(X, j0, nb, dst, B, streaming):
-    """The inverse of ``read_rows``, ``dst[j0 + e, c] = X[c, e]``: the GPU's (registered as
+    """The inverse of ``read_rows``, ``dst[j0 + e, c] = X[c, e]``: the GPU's (registered like
     ``read_rows``). CPU kernels compile the overload below: blocks transposed in registers; with
     ``streaming``, into the scratch ``B`` (at least ``nb · dst.shape[1]`` elements), then to memory
     by non-temporal stores (``stream.py``; call ``stream.fence`` after the last)."""

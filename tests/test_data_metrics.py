@@ -110,6 +110,22 @@ def test_covariance_of_any_dimension_matches_numpy(d):
         np.testing.assert_allclose(model.mean, np.average(X, axis=0, weights=weights), rtol=1e-12)
 
 
+def test_covariance_helpers_take_any_real_layout():
+    """The kernel helpers copy what their SIMD kernels cannot read (float32, strided) to float64."""
+    from anant_fast.kernels.covariance import block_moments, mahalanobis, weighted_covariance
+
+    X = rng.normal(size=(300, 10))
+    mean, C = weighted_covariance(X, np.empty(0))
+    upper = np.ascontiguousarray(np.linalg.cholesky(np.linalg.inv(C)).T)
+    np.testing.assert_array_equal(mahalanobis(np.asfortranarray(X), mean, upper),
+                                  mahalanobis(X, mean, upper))
+    np.testing.assert_array_equal(block_moments(X[:, ::2], np.empty(0))[2],
+                                  block_moments(X[:, ::2].copy(), np.empty(0))[2])
+    X32 = X.astype(np.float32)
+    np.testing.assert_array_equal(mahalanobis(X32, mean, upper),
+                                  mahalanobis(X32.astype(np.float64), mean, upper))
+
+
 def test_mahalanobis_and_outliers():
     X = rng.normal(size=(20000, 6))
     planted = np.array([5, 777, 12345])
