@@ -103,19 +103,22 @@ def _block_moments(X, w, first, n_blocks, weight, mean, comoment):
 @njit(**INLINE_JIT)
 def _shift_row(X, x0, neg, wr, D, WD, t, unweighted):
     """One row: ``v = X.flat[x0 + i] + neg[i]`` (``x − shift``) into ``D.flat[t + i]`` and ``wr v``
-    into ``WD`` (when weighted), for ``i < d``: vectors, then the rest."""
+    into ``WD`` (when weighted), for ``i < d``: vectors, then the rest one by one."""
     d = neg.shape[0]
     whole = d - d % WIDTH
     for i in range(0, whole, WIDTH):
-        v = add(load(X, x0 + i), load(neg, i))
-        store(D, t + i, v)
-        if not unweighted:
-            store(WD, t + i, mul(wr, v))
+        _shift_lanes(X, x0, neg, wr, D, WD, t, i, unweighted, splat(0.0))
     for i in range(whole, d):
-        v = add(lanes(X, x0 + i, 0.0), neg[i])
-        D[t + i] = v
-        if not unweighted:
-            WD[t + i] = mul(wr, v)
+        _shift_lanes(X, x0, neg, wr, D, WD, t, i, unweighted, 0.0)
+
+
+@njit(**INLINE_JIT)
+def _shift_lanes(X, x0, neg, wr, D, WD, t, i, unweighted, zero):
+    """``_shift_row`` at element ``i`` (``zero`` a float) or the vector from it (``zero`` a vector)."""
+    v = add(lanes(X, x0 + i, zero), lanes(neg, i, zero))
+    store(D, t + i, v)
+    if not unweighted:
+        store(WD, t + i, mul(wr, v))
 
 
 @njit(**INLINE_JIT)
@@ -280,8 +283,8 @@ def mahalanobis(Y, mean, upper):
     """Mahalanobis distances ``(M,)`` of prepared ``Y (M, d)`` (see ``mahalanobis_kernel``; taken as
     C-contiguous float64, copied if it is not)."""
     out = np.empty(len(Y))
-    mahalanobis_kernel(readonly(np.ascontiguousarray(Y, dtype=np.float64)), readonly(mean), readonly(upper),
-                       moment_blocks(len(Y)), out)
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    mahalanobis_kernel(readonly(Y), readonly(mean), readonly(upper), moment_blocks(len(Y)), out)
     return out
 
 
