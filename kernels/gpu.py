@@ -29,13 +29,13 @@ from .connection import christoffel_point
 from .curvature import ricci_point, scalar_point, sectional_point
 from .geodesic import EXP
 from .linalg import spd_inverse
-from .superposition import complex_product, read_rows, write_rows
+from .superposition import read_rows, transform, write_rows
 from .target import cuda_module, is_device_array, simulated
 
 cuda = cuda_module()
 if not simulated():
     km.register_target("cuda")
-    overload(complex_product, target="cuda")(lambda Ur, Ui, T, X, nb: complex_product)  # per entity
+    overload(transform, target="cuda")(lambda Ur, Ui, T, W, X, q, nb, product, observe: transform)
     overload(read_rows, target="cuda")(lambda src, j0, nb, X: read_rows)
     overload(write_rows, target="cuda")(lambda X, j0, nb, dst, B, streaming: write_rows)
 
@@ -399,7 +399,7 @@ def _span(d):
 @functools.lru_cache(maxsize=None)
 def _fused_kernel(G, S):
     from .superposition import fused_chunk, padded
-    S2, Sp2 = 2 * S, 2 * padded(S)  # local array sizes must be constants of the closure
+    Sp, Sp2 = padded(S), 2 * padded(S)  # local array sizes must be constants of the closure
 
     def kernel(arrays, renorm, bad):
         psi, Ur, Ui, u_of, lik, lik_of, mix, states, mixed, probs, entropy, coherence, flags = arrays
@@ -408,12 +408,13 @@ def _fused_kernel(G, S):
             return
         X = cuda.local.array((G, Sp2, 1), float64)
         T = cuda.local.array((Sp2, 1), float64)
-        for c in range(Sp2):
-            T[c, 0] = 0.0
+        Y = cuda.local.array((Sp2, 1), float64)
+        W = cuda.local.array((Sp, 1), float64)
+        for c in range(Sp2):   # padding rows: zero states, unit weights
+            T[c, 0] = Y[c, 0] = 0.0
+            W[c // 2, 0] = 1.0
             for g in range(G):
                 X[g, c, 0] = 0.0
-        Y = cuda.local.array((S2, 1), float64)
-        W = cuda.local.array((S, 1), float64)
         P = cuda.local.array((S, 1), float64)
         M = cuda.local.array((S, 1), float64)
         E = cuda.local.array((S, 1), float64)

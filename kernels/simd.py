@@ -4,13 +4,16 @@ LLVM vectorises only innermost loops, through memory: a register-tiled product (
 independent multiply-add chains over a tile of rows, the tile's partial sums in registers) cannot be
 written as plain loops. These intrinsics hand a kernel LLVM vector values directly: ``load`` and
 ``store`` of ``WIDTH`` consecutive elements, ``splat`` of a scalar, ``fma`` (one rounding), ``add``,
-``mul``, ``sqrt``, and ``transpose`` of a ``WIDTH × WIDTH`` block in registers. Every operation is
-IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's result is bitwise its scalar
-twin's and never depends on the lane its data falls in. Vectors are CPU only; where they are
-narrower (SSE, NEON) LLVM splits each operation. ``fma``, ``add``, ``mul``, ``lanes`` and ``store``
-also take floats, on any target (the GPU included): one body, given a float or a vector ``zero`` to
-start from, then computes one entity or a vector of them.
+``mul``, ``sqrt``, ``reciprocal_norm`` and ``transpose`` of a ``WIDTH × WIDTH`` block in registers.
+Every operation is IEEE lane by lane (``fma`` and ``sqrt`` correctly rounded), so a lane's result is
+bitwise its scalar twin's and never depends on the lane its data falls in. Vectors are CPU only;
+where they are narrower (SSE, NEON) LLVM splits each operation. ``fma``, ``add``, ``mul``,
+``reciprocal_norm``, ``lanes`` and ``store`` also take floats, on any target (the GPU included): one
+body, given a float or a vector ``zero`` to start from, then computes one entity or a vector of
+them.
 """
+import math
+
 import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import njit, types
@@ -181,6 +184,27 @@ def sqrt(typingctx, a):
     if a == float64xW:
         return float64xW(a), lambda context, builder, signature, args: _vector_call(
             builder, "sqrt", args)
+
+
+@intrinsic(target="generic")
+def reciprocal_norm(typingctx, q):
+    """``1 / √q`` for a squared norm ``q`` that is finite and > 0, else 1 (a vector: lane by lane):
+    the factor that normalises a state and leaves one of zero or non-finite norm as it is. Each
+    lane correctly rounded (a square root, then a division), a float64 or a vector, on any target."""
+    if q == float64xW or _real(q):
+        vector = q == float64xW
+
+        def codegen(context, builder, signature, args):
+            value = args[0] if vector else context.cast(builder, args[0], signature.args[0],
+                                                        types.float64)
+            kind = value.type
+            one, zero, inf = (ir.Constant(kind, [v] * WIDTH if vector else v) for v in (1.0, 0.0, math.inf))
+            root = cgutils.get_or_insert_function(builder.module, ir.FunctionType(kind, [kind]),
+                                                  f"llvm.sqrt.{f'v{WIDTH}' if vector else ''}f64")
+            good = builder.and_(builder.fcmp_ordered(">", value, zero),
+                                builder.fcmp_ordered("<", value, inf))
+            return builder.select(good, builder.fdiv(one, builder.call(root, [value])), one)
+        return (float64xW if vector else types.float64)(q), codegen
 
 
 def _interleave(builder, a, b, s):

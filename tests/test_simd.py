@@ -10,8 +10,8 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from anant_fast.kernels import simd
-from anant_fast.kernels.simd import (WIDTH, add, fma, lanes, load, mul, splat, sqrt, store, transpose,
-                                     transpose_matrix)
+from anant_fast.kernels.simd import (WIDTH, add, fma, lanes, load, mul, reciprocal_norm, splat, sqrt,
+                                     store, transpose, transpose_matrix)
 
 rng = np.random.default_rng(7)
 
@@ -68,6 +68,26 @@ def test_fma_and_sqrt_match_the_scalar_results_lane_by_lane():
     _sqrt_lanes(x, out)
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(out, np.sqrt(x))   # IEEE: correctly rounded, NaN below 0
+
+
+@njit(cache=False)
+def _reciprocal_norms(q, out, scalar):
+    for i in range(0, q.size - WIDTH + 1, WIDTH):
+        store(out, i, reciprocal_norm(load(q, i)))
+    for i in range(q.size):
+        scalar[i] = reciprocal_norm(q[i])
+
+
+def test_reciprocal_norm_is_one_over_the_root_of_a_good_norm_else_one():
+    q = np.concatenate([10.0 ** rng.uniform(-300, 300, 56),
+                        [0.0, -0.0, np.inf, np.nan, -1.0, 5e-324, 1.7e308, 4.0]])
+    out, scalar = np.empty(64), np.empty(64)
+    _reciprocal_norms(q, out, scalar)
+    np.testing.assert_array_equal(out, scalar)
+    good = (q > 0) & (q < np.inf)
+    np.testing.assert_array_equal(out[good], 1.0 / np.sqrt(q[good]))   # correctly rounded, twice
+    np.testing.assert_array_equal(out[~good], 1.0)
+    assert good.sum() == 59
 
 
 @pytest.mark.parametrize("x", [2.5, 3, np.float32(0.5)])

@@ -201,24 +201,39 @@ def test_collapse_is_the_documented_function_of_the_key(seed, key_seed, step, of
 
 
 @njit(cache=False)
-def _complex_product(Ur, Ui, T, X, nb):
-    sp.complex_product(Ur, Ui, T, X, nb)
+def _transform(Ur, Ui, T, W, X, q, nb, product, observe):
+    sp.transform(Ur, Ui, T, W, X, q, nb, product, observe)
 
 
-def test_complex_product_rounds_alike_in_vectors_and_one_entity_at_a_time():
+@pytest.mark.parametrize("product", [True, False])
+@pytest.mark.parametrize("observe", [True, False])
+def test_transform_rounds_alike_in_vectors_and_one_entity_at_a_time(product, observe):
     """The CPU's vectors of entities and the per-entity form (the GPU's, and the CPU's on scratch
-    narrower than a vector) give the same bits, and the product is ``U t``."""
+    narrower than a vector) give the same bits; the result is ``w ⊙ U t`` normalised, ``q`` its
+    squared norm before; a column of zero or non-finite norm is left as it is."""
     rng = np.random.default_rng(5)
     Ur, Ui = rng.normal(size=(2, 6, 6))
     T = rng.normal(size=(12, 64))
-    vectors = np.zeros((12, 64))
-    _complex_product(Ur, Ui, T, vectors, 61)
+    T[:, 7] = 0.0
+    T[3, 9] = np.nan
+    W = rng.uniform(0.1, 1.0, (6, 64))
+    vectors, q = np.zeros((12, 64)), np.zeros(64)
+    _transform(Ur, Ui, T, W, vectors, q, 61, product, observe)
     for e in range(61):
-        one = np.zeros((12, 1))
-        _complex_product(Ur, Ui, T[:, e:e + 1].copy(), one, 1)
+        one, q1 = np.zeros((12, 1)), np.zeros(1)
+        _transform(Ur, Ui, T[:, e:e + 1].copy(), W[:, e:e + 1].copy(), one, q1, 1, product, observe)
         np.testing.assert_array_equal(one[:, 0], vectors[:, e])
-    expected = (Ur + 1j * Ui) @ (T[0::2, :61] + 1j * T[1::2, :61])
-    np.testing.assert_allclose(vectors[0::2, :61] + 1j * vectors[1::2, :61], expected, rtol=1e-13)
+        np.testing.assert_array_equal(q1, q[e:e + 1])
+    t = T[0::2, :61] + 1j * T[1::2, :61]
+    x = ((Ur + 1j * Ui) @ t if product else t) * (W[:, :61] if observe else 1.0)
+    norm2 = (np.abs(x) ** 2).sum(axis=0)
+    got = vectors[0::2, :61] + 1j * vectors[1::2, :61]
+    good = np.isfinite(norm2) & (norm2 > 0)
+    assert not good[7] and not good[9]
+    np.testing.assert_allclose(q[:61][good], norm2[good], rtol=1e-13)
+    np.testing.assert_allclose(got[:, good], x[:, good] / np.sqrt(norm2[good]), rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(got[:, 7], 0.0)
+    assert q[7] == 0.0 and np.isnan(q[9])
 
 
 def test_state_updates_are_invariant_to_batches():
