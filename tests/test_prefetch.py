@@ -4,7 +4,7 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from anant_fast.kernels.prefetch import _prefetch, elements_per_line, prefetch_rows, prefetch_span
+from anant_fast.kernels.prefetch import elements_per_line, prefetch_l2, prefetch_rows, prefetch_span
 
 
 @njit(cache=False)
@@ -26,7 +26,7 @@ def test_prefetch_of_any_rows_leaves_the_array_alone(dtype, lo, hi):
 @njit(cache=False)
 def _hint_anywhere(a, offsets):
     for f in offsets:
-        _prefetch(a, f)
+        prefetch_l2(a, f)
     return a.sum()
 
 
@@ -38,7 +38,7 @@ def test_hints_outside_the_array_are_harmless():
 
 
 def test_prefetch_rejects_arrays_it_cannot_address_flat():
-    with pytest.raises(TypingError, match=r"_prefetch\(array\(float64, 2d, A\)"):
+    with pytest.raises(TypingError, match=r"prefetch_l2\(array\(float64, 2d, A\)"):
         _prefetch_then_sum(np.ones((4, 6))[:, ::2], 0, 2)
 
 
