@@ -30,17 +30,15 @@ from .curvature import ricci_point, scalar_point, sectional_point
 from .geodesic import EXP
 from .linalg import spd_inverse
 from .prefetch import prefetch_rows
-from .superposition import drain_rows, read_rows, stage_rows, transform, write_rows
+from .superposition import read_rows, transform, write_rows
 from .target import cuda_module, is_device_array, simulated
 
 cuda = cuda_module()
 if not simulated():
     km.register_target("cuda")
-    overload(transform, target="cuda")(lambda Ur, Ui, T, W, X, q, e0, nb, product, observe: transform)
+    overload(transform, target="cuda")(lambda Ur, Ui, T, W, X, q, nb, product, observe: transform)
     overload(read_rows, target="cuda")(lambda src, j0, nb, X: read_rows)
     overload(write_rows, target="cuda")(lambda X, j0, nb, dst, B, streaming: write_rows)
-    overload(stage_rows, target="cuda")(lambda X, j0, nb, dst, g, B, streaming: stage_rows)
-    overload(drain_rows, target="cuda")(lambda B, dst, g, j0, done, nb, rows: drain_rows)
     overload(prefetch_rows, target="cuda")(lambda a, lo, hi: prefetch_rows)   # no hints
 
 THREADS = 16 if simulated() else 128

@@ -104,47 +104,6 @@ def _write_rows_cpu(X, j0, nb, dst, B, streaming):
     return blocks
 
 
-def stage_rows(X, j0, nb, dst, g, B, streaming):
-    """``write_rows`` of ``X`` to the rows ``j0 ..`` of layer ``g`` of ``dst (G, n, 2S)``; returns
-    -1: the GPU's (registered like ``read_rows``), and the CPU's without ``streaming``. With it, the
-    CPU overload below only transposes the rows into ``B`` and returns ``g``: the rows are pending,
-    for ``drain_rows`` to stream out a few at a time during the next compute (a burst of
-    non-temporal stores stalls the core until memory takes them; 0.90 of the step's time)."""
-    write_rows(X, j0, nb, dst[g], B, streaming)
-    return -1
-
-
-@overload(stage_rows, target="cpu", inline="always")
-def _stage_rows_cpu(X, j0, nb, dst, g, B, streaming):
-    def pending(X, j0, nb, dst, g, B, streaming):
-        if not streaming:
-            write_rows(X, j0, nb, dst[g], B, streaming)
-            return -1
-        w = dst.shape[2]
-        transpose_matrix(X, 0, X.shape[1], B, 0, w, w, nb)
-        return g
-    return pending
-
-
-def drain_rows(B, dst, g, j0, done, nb, rows):
-    """Stream up to ``rows`` more of the ``nb`` rows pending in ``B`` for layer ``g`` of ``dst`` (rows
-    ``j0 ..``; ``stage_rows``), of which ``done`` are written; returns how many are written then.
-    Nothing is ever pending on the GPU (``g < 0``): there it returns ``done``."""
-    return done
-
-
-@overload(drain_rows, target="cpu", inline="always")
-def _drain_rows_cpu(B, dst, g, j0, done, nb, rows):
-    def drain(B, dst, g, j0, done, nb, rows):
-        k = min(rows, nb - done)
-        if g < 0 or k <= 0:
-            return done
-        w = dst.shape[2]
-        copy_out(B, done * w, dst[g], (j0 + done) * w, k * w)
-        return done + k
-    return drain
-
-
 @njit(**INLINE_JIT)
 def product_pair(Ur, Ui, T, a, e, zero):
     """Rows ``2a .. 2a + 3`` of ``U t`` (the real and imaginary parts of output states ``a`` and
@@ -202,24 +161,23 @@ def transform_lanes(Ur, Ui, T, W, X, q, e, zero, product, observe):
         store(X, c * n + e, mul(lanes(X, c * n + e, zero), f))
 
 
-def transform(Ur, Ui, T, W, X, q, e0, nb, product, observe):
-    """``transform_lanes`` for the columns ``e0 .. e0 + nb − 1`` of ``X``, one entity at a time: the
-    GPU's (``gpu.py`` registers it for CUDA, a thread per entity). CPU kernels compile the overload
-    below, over vectors of ``WIDTH`` entities from ``e0`` (a multiple of ``WIDTH``) with the same
-    arithmetic lane by lane; it also overwrites the scratch columns from ``e0 + nb`` to the end of
-    the last vector (of ``X`` and ``q``)."""
-    for e in range(e0, e0 + nb):
+def transform(Ur, Ui, T, W, X, q, nb, product, observe):
+    """``transform_lanes`` for the columns ``e < nb`` of ``X``, one entity at a time: the GPU's
+    (``gpu.py`` registers it for CUDA, a thread per entity). CPU kernels compile the overload below,
+    over vectors of ``WIDTH`` entities with the same arithmetic lane by lane; it also overwrites the
+    scratch columns from ``nb`` to the end of the last vector (of ``X`` and ``q``)."""
+    for e in range(nb):
         transform_lanes(Ur, Ui, T, W, X, q, e, 0.0, product, observe)
 
 
-@overload(transform, target="cpu", inline="always")
-def _transform_cpu(Ur, Ui, T, W, X, q, e0, nb, product, observe):
-    def vectors(Ur, Ui, T, W, X, q, e0, nb, product, observe):
+@overload(transform, target="cpu")
+def _transform_cpu(Ur, Ui, T, W, X, q, nb, product, observe):
+    def vectors(Ur, Ui, T, W, X, q, nb, product, observe):
         n = X.shape[1]
-        whole = min(n - n % WIDTH, e0 - (-nb // WIDTH) * WIDTH)   # lanes past nb: unused scratch
-        for e in range(e0, whole, WIDTH):
+        whole = min(n - n % WIDTH, -(-nb // WIDTH) * WIDTH)   # lanes past nb: unused scratch
+        for e in range(0, whole, WIDTH):
             transform_lanes(Ur, Ui, T, W, X, q, e, splat(0.0), product, observe)
-        for e in range(max(whole, e0), e0 + nb):
+        for e in range(whole, nb):
             transform_lanes(Ur, Ui, T, W, X, q, e, 0.0, product, observe)
     return vectors
 
@@ -356,7 +314,6 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
     for e in range(nb):
         fl[e] = 0
     w_row = -1
-    staged, done = -1, 0   # a layer whose rows wait in B (stage_rows), and how many are written
     for g in range(G):
         x = X[g]
         k = u_of[g]
@@ -373,17 +330,12 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
             w_row = m
         if renorm or k >= 0 or m >= 0:
             read_rows(psi[g], j0, nb, T)
-            for e0 in range(0, nb, WIDTH):   # meanwhile the last layer's rows stream out of B
-                transform(Ur[max(k, 0)], Ui[max(k, 0)], T, W, x, q, e0, min(WIDTH, nb - e0),
-                          k >= 0, m >= 0)
-                done = drain_rows(B, states, staged, j0, done, nb, WIDTH)
+            transform(Ur[max(k, 0)], Ui[max(k, 0)], T, W, x, q, nb, k >= 0, m >= 0)
             _flag_norms(q, nb, fl)
         else:
             read_rows(psi[g], j0, nb, x)
         if states.shape[0] > 0:
-            drain_rows(B, states, staged, j0, done, nb, nb)
-            staged, done = stage_rows(x, j0, nb, states, g, B, streaming), 0
-    drain_rows(B, states, staged, j0, done, nb, nb)   # B is free again
+            write_rows(x, j0, nb, states[g], B, streaming)
     for r in range(R):
         for c in range(S2):
             for e in range(nb):
@@ -394,7 +346,7 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
                 for c in range(S2):
                     for e in range(nb):
                         Y[c, e] += coef * X[g, c, e]
-        transform(Ur[0], Ui[0], Y, W, Y, q, 0, nb, False, False)
+        transform(Ur[0], Ui[0], Y, W, Y, q, nb, False, False)
         _flag_norms(q, nb, fl)
         write_rows(Y, j0, nb, mixed[r], B, streaming)
         if stats:
