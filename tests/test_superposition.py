@@ -442,16 +442,18 @@ def test_row_transposes_match_the_per_entity_forms(S2, nb):
         np.testing.assert_array_equal(X[:, :nb], src[j0:j0 + nb].T)
 
 
-def test_streaming_stores_change_no_result(monkeypatch):
-    """Large outputs are written by non-temporal stores: the same bits as ordinary stores."""
+@pytest.mark.parametrize("u_of, lik_of", [([0, 0, 0], [0, 0, 0]), ([0, -1, -1], [-1, -1, 0])])
+def test_streaming_stores_change_no_result(monkeypatch, u_of, lik_of):
+    """Large outputs are written by non-temporal stores, with layers updated or copied as they are:
+    the same bits as ordinary stores."""
     psi = states(21, (3, 777, 8))
     U, lik = unitary(4, 8), np.random.default_rng(2).uniform(0.1, 1.0, (777, 8))
 
     def run():
         states_out, mixed = np.empty_like(psi), np.empty((1, 777, 8), np.complex128)
         probs, H = np.empty((1, 777, 8)), np.empty((1, 777))
-        sp.fused_update(psi, U=U[None], u_of=np.zeros(3, np.int64), lik=lik[None],
-                        lik_of=np.zeros(3, np.int64), mix=np.array([[0.2, 0.3, 0.5]]),
+        sp.fused_update(psi, U=U[None], u_of=np.array(u_of), lik=lik[None],
+                        lik_of=np.array(lik_of), mix=np.array([[0.2, 0.3, 0.5]]),
                         states=states_out, mixed=mixed, probs=probs, entropy=H)
         return states_out, mixed, probs, H
 
