@@ -97,9 +97,8 @@ def check(ok, what):
         raise AssertionError(f"GPU result differs from the CPU: {what}")
 
 
-def curvature_rows(scale, rng):
+def curvature_rows(scale, rng, _bandwidth):
     M = max(1000, int(10_000_000 * scale))
-    rows = []
     for dim in (2, 3, 4):
         X = rng.normal(size=(20_000, dim))
         spacing = np.median(cKDTree(X).query(X, k=2)[0][:, 1])  # a few dozen neighbours per point
@@ -115,9 +114,8 @@ def curvature_rows(scale, rng):
                 check(np.allclose(out, dim * (dim - 1), rtol=1e-9), f"{model!r} closed form")
             check(np.allclose(out[sample], ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max()), repr(model))
             cpu = cpu_seconds(lambda: model.scalar_curvature(Q[sample]))
-            rows.append(dict(workload=f"scalar curvature {model!r}", n=M, gpu_points_per_s=M / seconds,
-                             vs_cpu=(M / seconds) / (len(sample) / cpu)))
-    return rows
+            yield dict(workload=f"scalar curvature {model!r}", n=M, gpu_points_per_s=M / seconds,
+                       vs_cpu=(M / seconds) / (len(sample) / cpu))
 
 
 def mahalanobis_rows(scale, rng, bandwidth):
@@ -132,10 +130,10 @@ def mahalanobis_rows(scale, rng, bandwidth):
     check(np.array_equal(found, model.outliers(Y, z=3.0)), "outlier indices")
     cpu = cpu_seconds(lambda: model.mahalanobis(Y[sample]))
     nbytes = 2 * Y.nbytes + 8 * N  # the validation pass on the device reads Y too
-    return [dict(workload=f"Mahalanobis distances d={d}", n=N, gpu_points_per_s=N / seconds,
-                 vs_cpu=(N / seconds) / (len(sample) / cpu), bandwidth=nbytes / seconds / bandwidth),
-            dict(workload=f"Mahalanobis outliers d={d} (z-scores on the host)", n=N,
-                 gpu_points_per_s=N / outliers_s, vs_cpu=None)]
+    yield dict(workload=f"Mahalanobis distances d={d}", n=N, gpu_points_per_s=N / seconds,
+               vs_cpu=(N / seconds) / (len(sample) / cpu), bandwidth=nbytes / seconds / bandwidth)
+    yield dict(workload=f"Mahalanobis outliers d={d} (z-scores on the host)", n=N,
+               gpu_points_per_s=N / outliers_s, vs_cpu=None)
 
 
 def superposition_rows(scale, rng, bandwidth):
@@ -167,8 +165,8 @@ def superposition_rows(scale, rng, bandwidth):
     check(np.allclose(states.copy_to_host()[:, :k], ref_states, rtol=1e-12, atol=1e-13), "step states")
     check(np.allclose(entropy.copy_to_host()[:, :k], ref_entropy, rtol=1e-12, atol=1e-13), "step entropy")
     nbytes = 16 * S * N * (2 * L + 1) + 8 * S * N + 8 * N
-    return [dict(workload=f"superposition step L={L} S={S}", n=N, gpu_points_per_s=N / seconds,
-                 vs_cpu=(N / seconds) / (k / cpu), bandwidth=nbytes / seconds / bandwidth)]
+    yield dict(workload=f"superposition step L={L} S={S}", n=N, gpu_points_per_s=N / seconds,
+               vs_cpu=(N / seconds) / (k / cpu), bandwidth=nbytes / seconds / bandwidth)
 
 
 def collapse_rows(scale, rng, bandwidth):
@@ -184,14 +182,19 @@ def collapse_rows(scale, rng, bandwidth):
         check(np.array_equal(outcomes[start:start + k], ref), f"collapse outcomes from entity {start}")
     cpu = cpu_seconds(lambda: sp.collapse(host, seed=5, step=1))
     nbytes = 16 * S * N + 8 * N
-    return [dict(workload=f"collapse S={S}", n=N, gpu_points_per_s=N / seconds,
-                 vs_cpu=(N / seconds) / (k / cpu), bandwidth=nbytes / seconds / bandwidth)]
+    yield dict(workload=f"collapse S={S}", n=N, gpu_points_per_s=N / seconds,
+               vs_cpu=(N / seconds) / (k / cpu), bandwidth=nbytes / seconds / bandwidth)
+
+
+PARTS = dict(curvature=curvature_rows, mahalanobis=mahalanobis_rows, superposition=superposition_rows,
+             collapse=collapse_rows)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size by this")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
     args = parser.parse_args(argv)
     reason = cuda_unavailable()
     if reason is not None:
@@ -204,20 +207,20 @@ def main(argv=None):
     name = name.decode() if isinstance(name, bytes) else name
     print(f"device: {name}; device-to-device copy {bandwidth / 1e9:.0f} GB/s; CPU reference on "
           f"{numba.get_num_threads()} threads")
-    rows = []
-    for part in (curvature_rows, mahalanobis_rows, superposition_rows, collapse_rows):
-        started = time.perf_counter()
-        rows += part(args.scale, rng) if part is curvature_rows else part(args.scale, rng, bandwidth)
-        print(f"  {part.__name__}: checked, {time.perf_counter() - started:.0f} s", flush=True)
     print("\n| workload | N | GPU points/s | vs 2-thread CPU | of copy bandwidth |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        ratio = "" if r.get("vs_cpu") is None else f"{r['vs_cpu']:.0f}x"
-        bw = "" if r.get("bandwidth") is None else f"{100 * r['bandwidth']:.0f}%"
-        print(f"| {r['workload']} | {r['n']:,} | {r['gpu_points_per_s']:.3g} | {ratio} | {bw} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=name, copy_bandwidth=bandwidth, rows=rows), f, indent=1)
+    print("|---|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for part in (PARTS[p] for p in args.parts.split(",")):
+        started = time.perf_counter()
+        for r in part(args.scale, rng, bandwidth):  # row by row, so that a run cut short still reports what it measured
+            ratio = "" if r.get("vs_cpu") is None else f"{r['vs_cpu']:.0f}x"
+            bw = "" if r.get("bandwidth") is None else f"{100 * r['bandwidth']:.0f}%"
+            print(f"| {r['workload']} | {r['n']:,} | {r['gpu_points_per_s']:.3g} | {ratio} | {bw} |", flush=True)
+            rows.append(r)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(dict(device=name, copy_bandwidth=bandwidth, rows=rows), f, indent=1)
+        print(f"<!-- {part.__name__}: checked, {time.perf_counter() - started:.0f} s -->", flush=True)
     return 0
 
 
