@@ -97,9 +97,9 @@ def check(ok, what):
         raise AssertionError(f"GPU result differs from the CPU: {what}")
 
 
-def curvature_rows(scale, rng, _bandwidth):
+def curvature_rows(scale, rng, _bandwidth, dims=(2, 3, 4)):
     M = max(1000, int(10_000_000 * scale))
-    for dim in (2, 3, 4):
+    for dim in dims:
         X = rng.normal(size=(20_000, dim))
         spacing = np.median(cKDTree(X).query(X, k=2)[0][:, 1])  # a few dozen neighbours per point
         for model in (metrics.Sphere(dim), metrics.LocalCovariance(X, sigma=0.5 * spacing)):
@@ -195,6 +195,7 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size by this")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
+    parser.add_argument("--dims", default="2,3,4", help="comma-separated dimensions of the curvature part")
     args = parser.parse_args(argv)
     reason = cuda_unavailable()
     if reason is not None:
@@ -212,7 +213,8 @@ def main(argv=None):
     rows = []
     for part in (PARTS[p] for p in args.parts.split(",")):
         started = time.perf_counter()
-        for r in part(args.scale, rng, bandwidth):  # row by row, so that a run cut short still reports what it measured
+        extra = dict(dims=[int(d) for d in args.dims.split(",")]) if part is curvature_rows else {}
+        for r in part(args.scale, rng, bandwidth, **extra):  # row by row, so that a run cut short still reports what it measured
             ratio = "" if r.get("vs_cpu") is None else f"{r['vs_cpu']:.0f}x"
             bw = "" if r.get("bandwidth") is None else f"{100 * r['bandwidth']:.0f}%"
             print(f"| {r['workload']} | {r['n']:,} | {r['gpu_points_per_s']:.3g} | {ratio} | {bw} |", flush=True)

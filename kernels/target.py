@@ -29,6 +29,15 @@ def cuda_module():
         raise ImportError("target='cuda' needs the numba-cuda package: "
                           "pip install 'anant-fast[cuda]'") from error
     from numba import cuda
+    if not simulated():
+        try:   # the compiler's registries, loaded at the first compilation otherwise
+            importlib.import_module("numba.cuda.cudaimpl")
+        except AttributeError as error:   # e.g. numba-cuda 0.30.4 and numpy 2.5 (np.row_stack)
+            import numpy
+            raise ImportError(
+                f"target='cuda' cannot compile: numba-cuda {numba_cuda.__version__} does not support "
+                f"numpy {numpy.__version__} ({error}); install a numba-cuda that does, or an older "
+                f"numpy") from error
     return cuda
 
 

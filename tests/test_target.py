@@ -1,5 +1,6 @@
 """Choosing where kernels run, without a GPU: ``target=`` values, errors naming the cause, and the
 ``"auto"`` fallback to the CPU. The CUDA kernels themselves are tested in ``tests/cuda``."""
+import os
 import subprocess
 import sys
 import warnings
@@ -62,3 +63,20 @@ def test_without_numba_cuda_the_error_names_the_extra():
     assert done.stdout.strip() == "2.0"
     assert "ImportError: target='cuda' needs the numba-cuda package: pip install 'anant-fast[cuda]'" \
         in done.stderr
+
+
+def test_a_numba_cuda_that_does_not_support_this_numpy_is_named():
+    """numba-cuda 0.30.4 registers ``np.row_stack``, which numpy 2.5 removed: its first compilation
+    failed there with an AttributeError deep inside (seen on a lent H200). Removing the function
+    from this numpy reproduces it; ``cuda_unavailable`` names the versions instead, before any
+    compilation, so ``"auto"`` runs on the CPU."""
+    pytest.importorskip("numba_cuda")
+    code = ("import numpy\n"
+            "del numpy.row_stack\n"
+            "from anant_fast.kernels import target\n"
+            "print(target.cuda_unavailable())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"})
+    assert done.returncode == 0, done.stderr
+    assert "target='cuda' cannot compile: numba-cuda" in done.stdout
+    assert "does not support numpy" in done.stdout and "row_stack" in done.stdout
