@@ -196,7 +196,8 @@ class LayerStack:
         sp.as_weights([layer.weight for layer in specs], len(specs), "layer weights")
         self._layers = specs
         L, N, S = len(specs), self._entities.size, self._states.size
-        self._psi = np.full((L, N, S), 1.0 / np.sqrt(S), np.complex128)
+        self._psi = sp.aligned_empty((L, N, S))   # kernels stream rows straight into it
+        self._psi[...] = 1.0 / np.sqrt(S)
         self._spare = None
         self._contexts = {}
         self._pairs = np.empty((0, 2), np.int64)
@@ -282,7 +283,7 @@ class LayerStack:
                   labels=labels)
         if rows is None:
             if self._spare is None:
-                self._spare = np.empty_like(self._psi)
+                self._spare = sp.aligned_empty(self._psi.shape)
             out = self._spare
             sp.fused_update(self._psi, **kw, **({"mixed": out} if mix is not None else {"states": out}))
             self._psi, self._spare = out, self._psi
@@ -503,8 +504,10 @@ class LayerStack:
         (as in ``evolve``; None: no evolution), observe ``observe`` (a context name or a likelihood
         for all layers; None: no observation), renormalise, and superpose the layers by ``weights``
         (the layer weights when None). Returns the superposition ``(N, S)`` and its entropy ``(N,)``,
-        written into ``out = (superposition, entropy)`` when given (reused across steps).
-        ``target``: as ``collapse`` (the stack is sent to the GPU in chunks of entities)."""
+        written into ``out = (superposition, entropy)`` when given (reused across steps; a
+        superposition from ``kernels.superposition.aligned_empty`` is written as it is computed,
+        like the stack itself, which saves a pass over it). ``target``: as ``collapse`` (the stack
+        is sent to the GPU in chunks of entities)."""
         target = resolve_target(target)
         Us, u_of, lik, lik_of, w = self._step_inputs(U, observe, weights)
         N, S = self.shape[1:]
@@ -512,7 +515,7 @@ class LayerStack:
         mixed = sp.as_output(mixed, (N, S), np.complex128, [self._psi], "out[0]")
         H = sp.as_output(H, (N,), np.float64, [self._psi, mixed], "out[1]")
         if self._spare is None:
-            self._spare = np.empty_like(self._psi)
+            self._spare = sp.aligned_empty(self._psi.shape)
         sp.fused_update(self._psi, U=Us, u_of=u_of, lik=lik, lik_of=lik_of, mix=w[None],
                         states=self._spare, mixed=mixed[None], entropy=H[None], name="the stack",
                         what=_STEP_FAILED, labels=self._entities, target=target)

@@ -138,7 +138,7 @@ def test_step(benchmark):
     np.testing.assert_allclose(sup, mixed, rtol=0, atol=1e-12)
     np.testing.assert_allclose(entropy, H, rtol=0, atol=1e-12)
     benchmark.group = STEP
-    out = (np.empty((N_STEP, S), complex), np.empty(N_STEP))   # reused, as in a simulation loop
+    out = (sp.aligned_empty((N_STEP, S)), np.empty(N_STEP))   # reused, as in a simulation loop
     benchmark(stack.step, U=Us, observe="evidence", out=out)
     report(benchmark, STEP, N_STEP, step_bytes(), impl="LayerStack.step", layers=L, states=S,
            goal_speedup=GOAL_SPEEDUP, goal_ratio=GOAL_RATIO)

@@ -36,7 +36,7 @@ from .target import cuda_module, is_device_array, simulated
 cuda = cuda_module()
 if not simulated():
     km.register_target("cuda")
-    overload(transform, target="cuda")(lambda Ur, Ui, T, W, X, q, nb, product, observe: transform)
+    overload(transform, target="cuda")(lambda Ur, Ui, T, W, X, q, nb, product, observe, dst: transform)
     overload(read_rows, target="cuda")(lambda src, j0, nb, X: read_rows)
     overload(write_rows, target="cuda")(lambda X, j0, nb, dst, B, streaming: write_rows)
     overload(prefetch_rows, target="cuda")(lambda a, lo, hi: prefetch_rows)   # no hints
@@ -424,7 +424,7 @@ def _fused_kernel(G, S):
         l1 = cuda.local.array(1, float64)
         fl = cuda.local.array(1, np.int64)
         if fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                       coherence, False, flags, j, 1, X, T, Y, W, P, M, E, q, l1, fl, q):
+                       coherence, False, (0, 0), flags, j, 1, X, T, Y, W, P, M, E, q, l1, fl, q):
             cuda.atomic.add(bad, 0, 1)
     return cuda.jit(kernel)
 

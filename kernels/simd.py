@@ -226,25 +226,33 @@ def transpose(typingctx, src, i, si, dst, j, sj):
     if (_contiguous_float64(src) and _contiguous_float64(dst) and dst.mutable
             and all(isinstance(t, types.Integer) for t in (i, si, j, sj))):
         def codegen(context, builder, signature, args):
-            src_t, i_t, si_t, dst_t, j_t, sj_t = signature.args
-            start, step, to, to_step = (context.cast(builder, v, t, types.intp) for v, t in zip(
-                (args[1], args[2], args[4], args[5]), (i_t, si_t, j_t, sj_t)))
-
-            def at(k, base, stride):   # flat index base + k·stride
-                return builder.add(base, builder.mul(stride, ir.Constant(start.type, k)))
-            rows = [builder.load(element_pointer(context, builder, src_t, args[0], types.intp,
-                                                 at(r, start, step)), align=8) for r in range(WIDTH)]
-            s = 1
-            while s < WIDTH:
-                for r in range(WIDTH):
-                    if r & s == 0:
-                        rows[r], rows[r + s] = _interleave(builder, rows[r], rows[r + s], s)
-                s *= 2
+            dst_t, j_t, sj_t = signature.args[3:]
+            to, to_step = (context.cast(builder, v, t, types.intp)
+                           for v, t in zip((args[4], args[5]), (j_t, sj_t)))
+            rows = transposed_block(context, builder, signature.args[:3], args[:3])
             for c in range(WIDTH):
+                at = builder.add(to, builder.mul(to_step, ir.Constant(to.type, c)))
                 builder.store(rows[c], element_pointer(context, builder, dst_t, args[3], types.intp,
-                                                       at(c, to, to_step)), align=8)
+                                                       at), align=8)
             return context.get_dummy_value()
         return types.void(src, i, si, dst, j, sj), codegen
+
+
+def transposed_block(context, builder, types_, values):
+    """Codegen of a ``WIDTH × WIDTH`` transpose in registers: the ``WIDTH`` vectors ``src.flat[i +
+    r·si : … + WIDTH]`` (``types_``, ``values``: those of ``src, i, si``), transposed (``WIDTH
+    log2 WIDTH`` shuffles): vector ``c`` holds column ``c`` of the block."""
+    src_t, i_t, si_t = types_
+    start, step = (context.cast(builder, v, t, types.intp) for v, t in zip(values[1:], (i_t, si_t)))
+    rows = [builder.load(element_pointer(context, builder, src_t, values[0], types.intp, builder.add(
+        start, builder.mul(step, ir.Constant(start.type, r)))), align=8) for r in range(WIDTH)]
+    s = 1
+    while s < WIDTH:
+        for r in range(WIDTH):
+            if r & s == 0:
+                rows[r], rows[r + s] = _interleave(builder, rows[r], rows[r + s], s)
+        s *= 2
+    return rows
 
 
 @njit(**INLINE_JIT)

@@ -14,7 +14,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .config import INLINE_JIT
-from .simd import WIDTH, _contiguous_float64, element_pointer, float64xW, lanes, load, store
+from .simd import WIDTH, _contiguous_float64, element_pointer, float64xW, lanes, load, store, transposed_block
 
 STREAM_BYTES = 64 << 20
 """Outputs of at least this many bytes are worth streaming: larger than the caches keep of them."""
@@ -66,3 +66,43 @@ def copy_out(src, s, dst, d, n):
         k += WIDTH
     for t in range(k, n):
         store(dst, d + t, lanes(src, s + t, 0.0))
+
+
+def _at_address(builder, address, pointee):
+    """The integer ``address`` (bytes) as a pointer to ``pointee``."""
+    return builder.inttoptr(address, pointee.as_pointer())
+
+
+@intrinsic
+def stream_block_to(typingctx, src, i, si, address, row_bytes):
+    """Transpose the ``WIDTH × WIDTH`` block of ``src`` at flat ``i`` (rows ``si`` apart) in
+    registers and stream column ``c`` to the byte address ``address + c·row_bytes`` by a
+    non-temporal store: ``WIDTH`` entities' components, from ``(component, entity)`` scratch to
+    the rows of an output. Every address must be a multiple of the vector's size; no checks."""
+    if _contiguous_float64(src) and all(isinstance(t, types.Integer)
+                                        for t in (i, si, address, row_bytes)):
+        def codegen(context, builder, signature, args):
+            rows = transposed_block(context, builder, signature.args[:3], args[:3])
+            base, step = (context.cast(builder, v, t, types.intp)
+                          for v, t in zip(args[3:], signature.args[3:]))
+            for c in range(WIDTH):
+                at = builder.add(base, builder.mul(step, ir.Constant(base.type, c)))
+                store = builder.store(rows[c], _at_address(builder, at, rows[c].type),
+                                      align=_VECTOR_BYTES)
+                store.set_metadata("nontemporal",
+                                   builder.module.add_metadata([ir.IntType(32)(1)]))
+            return context.get_dummy_value()
+        return types.void(src, i, si, address, row_bytes), codegen
+
+
+@intrinsic
+def store_to(typingctx, address, value):
+    """``*(double *) address = value``: an ordinary store to a byte address (the rows around
+    streamed ones). No checks."""
+    if isinstance(address, types.Integer) and isinstance(value, types.Float):
+        def codegen(context, builder, signature, args):
+            at = context.cast(builder, args[0], signature.args[0], types.intp)
+            builder.store(context.cast(builder, args[1], signature.args[1], types.float64),
+                          _at_address(builder, at, ir.DoubleType()), align=8)
+            return context.get_dummy_value()
+        return types.void(address, value), codegen

@@ -24,7 +24,7 @@ from .config import FMA_JIT, INLINE_JIT, PARALLEL_JIT, block_bounds, block_count
 from .prefetch import prefetch_rows
 from .random import uniform_pair
 from .simd import WIDTH, add, fma, lanes, mul, reciprocal_norm, splat, store, transpose_matrix
-from .stream import STREAM_BYTES, copy_out, fence
+from .stream import STREAM_BYTES, copy_out, fence, store_to, stream_block_to
 from .target import is_device_array, resolve as resolve_target
 from .validation import as_real_array, check_finite, readonly
 
@@ -161,25 +161,51 @@ def transform_lanes(Ur, Ui, T, W, X, q, e, zero, product, observe):
         store(X, c * n + e, mul(lanes(X, c * n + e, zero), f))
 
 
-def transform(Ur, Ui, T, W, X, q, nb, product, observe):
+def transform(Ur, Ui, T, W, X, q, nb, product, observe, dst):
     """``transform_lanes`` for the columns ``e < nb`` of ``X``, one entity at a time: the GPU's
-    (``gpu.py`` registers it for CUDA, a thread per entity). CPU kernels compile the overload below,
-    over vectors of ``WIDTH`` entities with the same arithmetic lane by lane; it also overwrites the
-    scratch columns from ``nb`` to the end of the last vector (of ``X`` and ``q``)."""
+    (``gpu.py`` registers it for CUDA, a thread per entity; ``dst`` is 0 there). CPU kernels compile
+    the overload below, over vectors of ``WIDTH`` entities with the same arithmetic lane by lane; it
+    also overwrites the scratch columns from ``nb`` to the end of the last vector (of ``X`` and
+    ``q``). With ``dst`` (a byte address, not 0) it also writes the ``nb`` entities as rows of
+    ``X.shape[0]`` float64 from ``dst`` on, each vector's as soon as it is computed, by
+    non-temporal stores (``stream.py``): the writes overlap the compute. The rows must then be
+    whole vectors and ``dst`` aligned to one (``direct_address``); call ``stream.fence`` after."""
     for e in range(nb):
         transform_lanes(Ur, Ui, T, W, X, q, e, 0.0, product, observe)
 
 
 @overload(transform, target="cpu")
-def _transform_cpu(Ur, Ui, T, W, X, q, nb, product, observe):
-    def vectors(Ur, Ui, T, W, X, q, nb, product, observe):
-        n = X.shape[1]
+def _transform_cpu(Ur, Ui, T, W, X, q, nb, product, observe, dst):
+    def vectors(Ur, Ui, T, W, X, q, nb, product, observe, dst):
+        S2, n = X.shape
         whole = min(n - n % WIDTH, -(-nb // WIDTH) * WIDTH)   # lanes past nb: unused scratch
         for e in range(0, whole, WIDTH):
             transform_lanes(Ur, Ui, T, W, X, q, e, splat(0.0), product, observe)
+            if dst != 0 and e + WIDTH <= nb:
+                for c in range(0, S2, WIDTH):
+                    stream_block_to(X, c * n + e, n, dst + 8 * (e * S2 + c), 8 * S2)
         for e in range(whole, nb):
             transform_lanes(Ur, Ui, T, W, X, q, e, 0.0, product, observe)
+        if dst != 0:
+            for e in range(nb - nb % WIDTH, nb):
+                for c in range(S2):
+                    store_to(dst + 8 * (e * S2 + c), X[c, e])
     return vectors
+
+
+@njit(**INLINE_JIT)
+def _row_address(address, g, n, j0, S2):
+    """The byte address of row ``[g, j0]`` of a ``(G, n, S2)`` float64 output at ``address``, or 0
+    when ``address`` is 0."""
+    return 0 if address == 0 else address + 8 * ((g * n + j0) * S2)
+
+
+def direct_address(out, streaming):
+    """The data address of the output ``out (G, n, 2S)`` (float64 view) where ``transform`` may
+    stream whole rows straight to it: with ``streaming``, rows of whole vectors and data aligned to
+    a vector; else 0."""
+    aligned = out.ctypes.data % (8 * WIDTH) == 0 and out.shape[-1] % WIDTH == 0
+    return out.ctypes.data if streaming and out.size and aligned else 0
 
 
 @njit(**INLINE_JIT)
@@ -254,7 +280,7 @@ def _statistics(X, S, nb, t, j0, probs, entropy, coherence, P, q, l1, fl, M, E, 
 
 @njit(**FMA_JIT)
 def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                 coherence, streaming, n_blocks, flags, counts):
+                 coherence, streaming, direct, n_blocks, flags, counts):
     """One pass per entity ``j`` over the states ``psi[g, j]`` (``psi (G, n, 2S)``, interleaved):
 
     1. transform each ``x_g``: ``x ← U[u_of[g]] x`` if ``u_of[g] >= 0``, then
@@ -266,7 +292,8 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
        ``coherence (T, n)``, each skipped when empty.
 
     With ``streaming``, ``states``, ``mixed`` and ``probs`` are written by non-temporal stores
-    (``stream.py``).
+    (``stream.py``). ``direct``: the data addresses of ``states`` and ``mixed`` where ``transform``
+    may stream their rows as it computes them (``direct_address``), else 0.
 
     ``Ur``/``Ui (K, Sp, Sp)``, ``K >= 1``: real and imaginary parts of the unitaries, zero-padded to
     ``Sp = padded(S)``. An entity whose state (or mixture) is zero or not finite gets ``flags[j]``
@@ -291,8 +318,8 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
         bad = 0
         for j0 in range(lo, hi, CHUNK):
             bad += fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs,
-                               entropy, coherence, streaming, flags, j0, min(CHUNK, hi - j0),
-                               X, T, Y, W, P, M, E, q, l1, fl, B)
+                               entropy, coherence, streaming, direct, flags, j0,
+                               min(CHUNK, hi - j0), X, T, Y, W, P, M, E, q, l1, fl, B)
         if streaming:
             fence()
         counts[b] = bad
@@ -300,7 +327,7 @@ def fused_kernel(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, pro
 
 @njit(**INLINE_JIT)
 def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, probs, entropy,
-                coherence, streaming, flags, j0, nb, X, T, Y, W, P, M, E, q, l1, fl, B):
+                coherence, streaming, direct, flags, j0, nb, X, T, Y, W, P, M, E, q, l1, fl, B):
     """``fused_kernel`` on the entities ``[j0, j0 + nb)``; returns how many it flagged. Scratch:
     ``X (G, 2 Sp, chunk)``, ``T`` and ``Y (2 Sp, chunk)`` with zero padding rows (``Sp =
     padded(S)``), ``W (Sp, chunk)`` with padding rows of ones, ``P``, ``M``, ``E (S, chunk)``, ``q``,
@@ -328,13 +355,15 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
                     for e in range(nb):
                         W[a, e] = math.sqrt(W[a, e])
             w_row = m
+        to = _row_address(direct[0], g, psi.shape[1], j0, S2)
         if renorm or k >= 0 or m >= 0:
             read_rows(psi[g], j0, nb, T)
-            transform(Ur[max(k, 0)], Ui[max(k, 0)], T, W, x, q, nb, k >= 0, m >= 0)
+            transform(Ur[max(k, 0)], Ui[max(k, 0)], T, W, x, q, nb, k >= 0, m >= 0, to)
             _flag_norms(q, nb, fl)
         else:
+            to = 0
             read_rows(psi[g], j0, nb, x)
-        if states.shape[0] > 0:
+        if states.shape[0] > 0 and to == 0:
             write_rows(x, j0, nb, states[g], B, streaming)
     for r in range(R):
         for c in range(S2):
@@ -346,9 +375,11 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
                 for c in range(S2):
                     for e in range(nb):
                         Y[c, e] += coef * X[g, c, e]
-        transform(Ur[0], Ui[0], Y, W, Y, q, nb, False, False)
+        to = _row_address(direct[1], r, psi.shape[1], j0, S2)
+        transform(Ur[0], Ui[0], Y, W, Y, q, nb, False, False, to)
         _flag_norms(q, nb, fl)
-        write_rows(Y, j0, nb, mixed[r], B, streaming)
+        if to == 0:
+            write_rows(Y, j0, nb, mixed[r], B, streaming)
         if stats:
             _statistics(Y, S, nb, r, j0, probs, entropy, coherence, P, q, l1, fl, M, E, B,
                         streaming)
@@ -535,15 +566,17 @@ def fused_update(psi, U=None, u_of=None, lik=None, lik_of=None, renorm=False, mi
     n_blocks = block_count(n)
     counts = np.zeros(n_blocks, np.int64)
     written = sum(a.nbytes for a in (states, mixed, probs) if a is not None)
+    streaming = written >= STREAM_BYTES
+    states = _EMPTY_R3 if states is None else _floats(states)
+    mixed = _EMPTY_R3 if mixed is None else _floats(mixed)
     fused_kernel(readonly(_floats(psi)), readonly(Ur), readonly(Ui), readonly(u_of),
                  readonly(lik), readonly(lik_of), renorm,
-                 readonly(_EMPTY_R2 if mix is None else mix),
-                 _EMPTY_R3 if states is None else _floats(states),
-                 _EMPTY_R3 if mixed is None else _floats(mixed),
+                 readonly(_EMPTY_R2 if mix is None else mix), states, mixed,
                  _EMPTY_R3 if probs is None else probs,
                  _EMPTY_R2 if entropy is None else entropy,
-                 _EMPTY_R2 if coherence is None else coherence,
-                 written >= STREAM_BYTES, n_blocks, flags, counts)
+                 _EMPTY_R2 if coherence is None else coherence, streaming,
+                 (direct_address(states, streaming), direct_address(mixed, streaming)),
+                 n_blocks, flags, counts)
     if counts.any():
         _raise_flagged(flags, name, what, labels)
 
@@ -693,9 +726,19 @@ def as_output(out, shape, dtype, inputs, name="out", in_place_ok=None):
     return _as_host_output(out, shape, dtype, inputs, name, in_place_ok)
 
 
+def aligned_empty(shape, dtype=np.complex128):
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary: the kernels
+    stream whole rows of states straight into such an output (NumPy aligns only to 16 bytes)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(size + 64, np.uint8)
+    start = -buffer.ctypes.data % 64
+    return buffer[start:start + size].view(dtype).reshape(shape)
+
+
 def _as_host_output(out, shape, dtype, inputs, name, in_place_ok):
     if out is None:
-        return np.empty(shape, dtype)
+        return aligned_empty(shape, dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
     if out.shape != tuple(shape) or out.dtype != dtype:

@@ -201,8 +201,8 @@ def test_collapse_is_the_documented_function_of_the_key(seed, key_seed, step, of
 
 
 @njit(cache=False)
-def _transform(Ur, Ui, T, W, X, q, nb, product, observe):
-    sp.transform(Ur, Ui, T, W, X, q, nb, product, observe)
+def _transform(Ur, Ui, T, W, X, q, nb, product, observe, dst=0):
+    sp.transform(Ur, Ui, T, W, X, q, nb, product, observe, dst)
 
 
 @pytest.mark.parametrize("product", [True, False])
@@ -234,6 +234,33 @@ def test_transform_rounds_alike_in_vectors_and_one_entity_at_a_time(product, obs
     np.testing.assert_allclose(got[:, good], x[:, good] / np.sqrt(norm2[good]), rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(got[:, 7], 0.0)
     assert q[7] == 0.0 and np.isnan(q[9])
+
+
+@pytest.mark.parametrize("nb", [1, 7, 8, 61, 64])
+def test_transform_streams_its_rows_as_it_computes_them(nb):
+    """With a destination, ``transform`` also writes each entity's row there (whole vectors by
+    non-temporal stores, the rest by ordinary ones): the rows of what it leaves in the scratch, and
+    nothing after them."""
+    rng = np.random.default_rng(nb)
+    Ur, Ui = rng.normal(size=(2, 8, 8))
+    T, W = rng.normal(size=(16, 64)), rng.uniform(0.1, 1.0, (8, 64))
+    X, q = np.zeros((16, 64)), np.zeros(64)
+    _transform(Ur, Ui, T, W, X, q, nb, True, True)
+    rows = sp.aligned_empty((nb + 1, 16), np.float64)
+    rows[:] = -7.0
+    streamed, q2 = np.zeros((16, 64)), np.zeros(64)
+    _transform(Ur, Ui, T, W, streamed, q2, nb, True, True, rows.ctypes.data)
+    np.testing.assert_array_equal(streamed, X)
+    np.testing.assert_array_equal(rows[:nb], X[:, :nb].T)
+    np.testing.assert_array_equal(rows[nb], -7.0)
+
+
+def test_aligned_empty_starts_on_a_vector_boundary():
+    for shape, dtype in (((3, 5, 8), np.complex128), ((7,), np.float64), ((1, 1), np.complex128)):
+        a = sp.aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % 64 == 0
+    assert sp.aligned_empty((0, 4)).shape == (0, 4)
 
 
 def test_state_updates_are_invariant_to_batches():
@@ -442,15 +469,18 @@ def test_row_transposes_match_the_per_entity_forms(S2, nb):
         np.testing.assert_array_equal(X[:, :nb], src[j0:j0 + nb].T)
 
 
+@pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("u_of, lik_of", [([0, 0, 0], [0, 0, 0]), ([0, -1, -1], [-1, -1, 0])])
-def test_streaming_stores_change_no_result(monkeypatch, u_of, lik_of):
+def test_streaming_stores_change_no_result(monkeypatch, u_of, lik_of, aligned):
     """Large outputs are written by non-temporal stores, with layers updated or copied as they are:
-    the same bits as ordinary stores."""
+    the same bits as ordinary stores. Into outputs aligned to 64 bytes (``aligned_empty``), the
+    updated rows are streamed as they are computed (``direct_address``)."""
     psi = states(21, (3, 777, 8))
     U, lik = unitary(4, 8), np.random.default_rng(2).uniform(0.1, 1.0, (777, 8))
+    empty = sp.aligned_empty if aligned else np.empty
 
     def run():
-        states_out, mixed = np.empty_like(psi), np.empty((1, 777, 8), np.complex128)
+        states_out, mixed = empty(psi.shape, np.complex128), empty((1, 777, 8), np.complex128)
         probs, H = np.empty((1, 777, 8)), np.empty((1, 777))
         sp.fused_update(psi, U=U[None], u_of=np.array(u_of), lik=lik[None],
                         lik_of=np.array(lik_of), mix=np.array([[0.2, 0.3, 0.5]]),
@@ -461,6 +491,9 @@ def test_streaming_stores_change_no_result(monkeypatch, u_of, lik_of):
     monkeypatch.setattr(sp, "STREAM_BYTES", 0)
     for a, b in zip(run(), ordinary):
         np.testing.assert_array_equal(a, b)
-    in_place = psi.copy()
+    in_place = empty(psi.shape, np.complex128)
+    in_place[...] = psi
     sp.evolve(in_place, U, out=in_place)   # streamed over the rows it has just read
     np.testing.assert_array_equal(in_place, evolved)
+    if aligned:
+        assert sp.direct_address(in_place.view(np.float64), True) == in_place.ctypes.data
