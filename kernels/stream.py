@@ -6,7 +6,9 @@ A non-temporal store writes whole lines straight to memory, neither reading them
 kernel's working set: on this project's 2-core machine a copy of 512 MiB took 27-38 ms with them,
 against 48-60 ms with ordinary stores (NumPy's ``copyto`` among them). Worth it only for outputs
 too large to be read again from the cache (``STREAM_BYTES``): a streamed line is no longer cached.
-CPU only; the values written are the same.
+CPU only; the values written are the same. ``stream_block_to`` streams a block of scratch
+columns straight to the rows of an output, so that a kernel writes each vector of entities as soon
+as it has computed it and the writes overlap its compute (a burst of streamed stores stalls it).
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -14,7 +16,8 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .config import INLINE_JIT
-from .simd import WIDTH, _contiguous_float64, element_pointer, float64xW, lanes, load, store, transposed_block
+from .simd import (WIDTH, _contiguous_float64, element_pointer, float64xW, lanes, load, store,
+                   transposed_block)
 
 STREAM_BYTES = 64 << 20
 """Outputs of at least this many bytes are worth streaming: larger than the caches keep of them."""
@@ -30,12 +33,16 @@ def stream(typingctx, a, i, v):
     size in bytes (``copy_out`` sees to it; a misaligned one faults); no bounds check."""
     if _contiguous_float64(a) and a.mutable and isinstance(i, types.Integer) and v == float64xW:
         def codegen(context, builder, signature, args):
-            store = builder.store(args[2], element_pointer(context, builder, signature.args[0],
-                                                           args[0], signature.args[1], args[1]),
-                                  align=_VECTOR_BYTES)
-            store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+            _store_nontemporal(builder, args[2], element_pointer(
+                context, builder, signature.args[0], args[0], signature.args[1], args[1]))
             return context.get_dummy_value()
         return types.void(a, i, v), codegen
+
+
+def _store_nontemporal(builder, vector, pointer):
+    """A non-temporal store of ``vector`` to ``pointer`` (aligned to the vector's size)."""
+    store = builder.store(vector, pointer, align=_VECTOR_BYTES)
+    store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
 
 
 @intrinsic
@@ -87,10 +94,7 @@ def stream_block_to(typingctx, src, i, si, address, row_bytes):
                           for v, t in zip(args[3:], signature.args[3:]))
             for c in range(WIDTH):
                 at = builder.add(base, builder.mul(step, ir.Constant(base.type, c)))
-                store = builder.store(rows[c], _at_address(builder, at, rows[c].type),
-                                      align=_VECTOR_BYTES)
-                store.set_metadata("nontemporal",
-                                   builder.module.add_metadata([ir.IntType(32)(1)]))
+                _store_nontemporal(builder, rows[c], _at_address(builder, at, rows[c].type))
             return context.get_dummy_value()
         return types.void(src, i, si, address, row_bytes), codegen
 
