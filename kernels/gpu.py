@@ -264,6 +264,7 @@ def pack(*arrays):
 @functools.lru_cache(maxsize=None)
 def _collapse_kernel(S):
     from .superposition import _born, _draws, _probabilities
+    S2 = 2 * S   # local array sizes must be constants of the closure
 
     def kernel(arrays, offset, seed, step, bad):
         psi, streams, index, out = arrays
@@ -271,6 +272,7 @@ def _collapse_kernel(S):
         g = cuda.blockIdx.y
         if j >= psi.shape[1]:
             return
+        X = cuda.local.array((S2, 1), float64)
         P = cuda.local.array((S, 1), float64)
         total = cuda.local.array(1, float64)
         u = cuda.local.array(1, float64)
@@ -280,7 +282,7 @@ def _collapse_kernel(S):
         last = cuda.local.array(1, np.int64)
         outcome = cuda.local.array(1, np.int64)
         _draws(seed, step, np.uint64(streams[g]), index, offset, j, 1, u, v)
-        _probabilities(psi[g], j, 1, P, total)
+        _probabilities(psi[g], j, 1, X, P, total)
         _born(P, total, S, 1, u, acc, below, last, outcome)
         out[g, j] = outcome[0]
         if outcome[0] < 0:

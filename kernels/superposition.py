@@ -396,20 +396,20 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
 
 
 @njit(**INLINE_JIT)
-def _probabilities(src, j0, nb, P, total):
+def _probabilities(src, j0, nb, X, P, total):
     """``P[a, e] = |state a of row j0 + e|²`` of the interleaved ``src (n, 2S)`` and their sums
     ``total[e]`` (in state order), for ``e < nb``; rounded the same way on every target (``fma``),
-    so that outcomes agree to the entity between the CPU and the GPU. On the CPU, the rows of the
-    next chunk are prefetched one per row read (``prefetch_rows``): 0.77 of a collapse's time."""
-    rows = src[j0:j0 + nb]
-    for e in range(nb):   # rows in memory order: streams well from memory
-        prefetch_rows(src, j0 + nb + e, j0 + nb + e + 1)
-        t = 0.0
-        for a in range(src.shape[1] // 2):
-            p = fma(rows[e, 2 * a], rows[e, 2 * a], rows[e, 2 * a + 1] * rows[e, 2 * a + 1])
+    so that outcomes agree to the entity between the CPU and the GPU. The rows go through the
+    scratch ``X (2S, chunk)`` (``read_rows``: on the CPU, transposed in registers and the next
+    chunk prefetched), so that the sums run over vectors of entities."""
+    read_rows(src, j0, nb, X)
+    for e in range(nb):
+        total[e] = 0.0
+    for a in range(src.shape[1] // 2):
+        for e in range(nb):
+            p = fma(X[2 * a, e], X[2 * a, e], X[2 * a + 1, e] * X[2 * a + 1, e])
             P[a, e] = p
-            t += p
-        total[e] = t
+            total[e] += p
 
 
 @njit(**INLINE_JIT)
@@ -454,6 +454,7 @@ def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, coun
     S = S2 // 2
     for b in prange(n_blocks):
         lo, hi = block_bounds(b, n_blocks, n)
+        X = np.empty((S2, CHUNK))
         P = np.empty((S, CHUNK))
         u = np.empty(CHUNK)
         v = np.empty(CHUNK)
@@ -469,7 +470,7 @@ def collapse_kernel(psi, streams, index, offset, seed, step, n_blocks, out, coun
             for j0 in range(lo, hi, CHUNK):
                 nb = min(CHUNK, hi - j0)
                 _draws(seed, step, stream, index, offset, j0, nb, u, v)
-                _probabilities(rows, j0, nb, P, total)
+                _probabilities(rows, j0, nb, X, P, total)
                 _born(P, total, S, nb, u, acc, below, last, outcome)
                 for e in range(nb):
                     out[g, j0 + e] = outcome[e]
