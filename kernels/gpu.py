@@ -29,7 +29,6 @@ from .connection import christoffel_point
 from .curvature import ricci_point, scalar_point, sectional_point
 from .geodesic import EXP
 from .linalg import spd_inverse
-from .prefetch import prefetch_rows
 from .superposition import read_rows, transform, write_rows
 from .target import cuda_module, is_device_array, simulated
 
@@ -39,7 +38,6 @@ if not simulated():
     overload(transform, target="cuda")(lambda Ur, Ui, T, W, X, q, nb, product, observe, dst: transform)
     overload(read_rows, target="cuda")(lambda src, j0, nb, X: read_rows)
     overload(write_rows, target="cuda")(lambda X, j0, nb, dst, B, streaming: write_rows)
-    overload(prefetch_rows, target="cuda")(lambda a, lo, hi: prefetch_rows)   # no hints
 
 THREADS = 16 if simulated() else 128
 """Threads per block (the simulator runs each thread as a Python thread: keep its blocks small)."""

@@ -4,8 +4,7 @@ A kernel that alternates between compute that touches no memory (random draws, p
 scratch) and reads of the next rows of a large array leaves the memory system idle during the
 compute: the hardware prefetcher runs only a few lines ahead of the demand reads. Asking for the
 next chunk's rows a few lines at a time, spread over the compute on the current one, overlaps the
-two. CPU only (an LLVM ``prefetch`` hint: it never faults and changes no result), except
-``prefetch_rows``, which compiles to nothing on the GPU.
+two. CPU only (an LLVM ``prefetch`` hint: it never faults and changes no result).
 """
 from llvmlite import ir
 from numba import njit, types
@@ -64,14 +63,7 @@ def prefetch_span(a, start, stop):
     prefetch_l2(a, stop - 1)
 
 
+@njit(**INLINE_JIT)
 def prefetch_rows(a, lo, hi):
-    """Prefetch the rows ``[lo, hi)`` (clipped) of the C-contiguous 2-D array ``a`` into L2, in
-    code shared with the GPU: CPU kernels compile the overload below (``prefetch_span``); on the GPU
-    (``gpu.py`` registers this body for CUDA) it does nothing."""
-
-
-@overload(prefetch_rows, target="cpu")
-def _prefetch_rows_cpu(a, lo, hi):
-    def hint(a, lo, hi):
-        prefetch_span(a, lo * a.shape[1], hi * a.shape[1])
-    return hint
+    """Prefetch the rows ``[lo, hi)`` (clipped) of the C-contiguous 2-D array ``a`` into L2."""
+    prefetch_span(a, lo * a.shape[1], hi * a.shape[1])
