@@ -282,9 +282,7 @@ class LayerStack:
         kw = dict(U=U, u_of=u_of, lik=lik, lik_of=lik_of, mix=mix, name="the stack", what=what,
                   labels=labels)
         if rows is None:
-            if self._spare is None:
-                self._spare = sp.aligned_empty(self._psi.shape)
-            out = self._spare
+            out = self._spare_states()
             sp.fused_update(self._psi, **kw, **({"mixed": out} if mix is not None else {"states": out}))
             self._psi, self._spare = out, self._psi
         else:
@@ -499,6 +497,13 @@ class LayerStack:
             self._psi[li] = sp.basis(outcomes, self._states.size)
         return outcomes
 
+    def _spare_states(self):
+        """The stack-sized buffer that whole-stack updates write into before it swaps with the
+        states (allocated on first use, aligned so that the kernels stream rows into it)."""
+        if self._spare is None:
+            self._spare = sp.aligned_empty(self._psi.shape)
+        return self._spare
+
     def step(self, U=None, observe=None, weights=None, out=None, target="cpu"):
         """One fused update of every entity, in a single pass over the stack: evolve layers by ``U``
         (as in ``evolve``; None: no evolution), observe ``observe`` (a context name or a likelihood
@@ -514,11 +519,10 @@ class LayerStack:
         mixed, H = (None, None) if out is None else out
         mixed = sp.as_output(mixed, (N, S), np.complex128, [self._psi], "out[0]")
         H = sp.as_output(H, (N,), np.float64, [self._psi, mixed], "out[1]")
-        if self._spare is None:
-            self._spare = sp.aligned_empty(self._psi.shape)
         sp.fused_update(self._psi, U=Us, u_of=u_of, lik=lik, lik_of=lik_of, mix=w[None],
-                        states=self._spare, mixed=mixed[None], entropy=H[None], name="the stack",
-                        what=_STEP_FAILED, labels=self._entities, target=target)
+                        states=self._spare_states(), mixed=mixed[None], entropy=H[None],
+                        name="the stack", what=_STEP_FAILED, labels=self._entities,
+                        target=target)
         self._psi, self._spare = self._spare, self._psi
         return mixed, H
 

@@ -355,13 +355,13 @@ def fused_chunk(psi, Ur, Ui, u_of, lik, lik_of, renorm, mix, states, mixed, prob
                     for e in range(nb):
                         W[a, e] = math.sqrt(W[a, e])
             w_row = m
-        to = _row_address(direct[0], g, psi.shape[1], j0, S2)
+        to = 0   # where transform streams the new rows itself (0: write_rows below)
         if renorm or k >= 0 or m >= 0:
+            to = _row_address(direct[0], g, psi.shape[1], j0, S2)
             read_rows(psi[g], j0, nb, T)
             transform(Ur[max(k, 0)], Ui[max(k, 0)], T, W, x, q, nb, k >= 0, m >= 0, to)
             _flag_norms(q, nb, fl)
         else:
-            to = 0
             read_rows(psi[g], j0, nb, x)
         if states.shape[0] > 0 and to == 0:
             write_rows(x, j0, nb, states[g], B, streaming)
